@@ -1,0 +1,116 @@
+"""Shared test fixtures: tiny data written in the real on-disk formats, and two ways to train:
+in-process through the composed config (fast), and as a user does (`python -m train`)."""
+
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from train import app, config, rundir
+
+ROOT = Path(__file__).resolve().parent.parent
+config.register()
+rundir.register_resolvers()
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (the MNIST format): magic, big-endian dimensions, then uint8 data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(head + array.astype(np.uint8).tobytes())
+
+
+def learnable_images(n: int, shape: tuple, classes: int, seed: int):
+    """uint8 images whose class is visible: one bright block per class, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
+    h = shape[-2] // classes or 1
+    for i, c in enumerate(y):
+        x[i, ..., c * h:(c + 1) * h, :] = 230
+    return x, y
+
+
+def write_mnist_like(root: Path, folder: str, n_train=300, n_test=100) -> None:
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        x, y = learnable_images(n, (28, 28), 10, seed)
+        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", y)
+
+
+def write_cifar_like(root: Path, n_per_batch=60, n_test=60) -> None:
+    """CIFAR-10's python layout: pickled batches of (N, 3072) rows, channel-major."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        x, y = learnable_images(n_test if name == "test_batch" else n_per_batch, (3, 32, 32), 10, i)
+        with open(d / name, "wb") as f:
+            pickle.dump({"data": x.reshape(len(x), -1), "labels": y.tolist()}, f)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir with MNIST, Fashion-MNIST and CIFAR-10 in torchvision's real file formats."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root, "MNIST")
+    write_mnist_like(root, "FashionMNIST")
+    write_cifar_like(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cifar_checksums(monkeypatch):
+    """torchvision checks CIFAR-10 files against the real ones' MD5s; ours are made up."""
+    from torchvision.datasets import cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+SMALL = ["trainer.progress=lines", "trainer.max_epochs=1", "trainer.num_sample_images=8"]
+
+
+def compose_config(runs_dir: Path, data_dir: Path, overrides):
+    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+        return compose("config", return_hydra_config=True, overrides=[
+            f"paths.runs_dir={runs_dir}", f"paths.data_dir={data_dir}", *SMALL, *overrides])
+
+
+@pytest.fixture
+def train_run(tmp_path, data_dir):
+    """Train in-process from the real composed config; returns the run dir."""
+
+    def run(*overrides, runs_dir: Path | None = None) -> Path:
+        cfg = compose_config(runs_dir or tmp_path / "runs", data_dir, overrides)
+        HydraConfig.instance().set_config(cfg)
+        run_dir = Path(cfg.hydra.run.dir)
+        choices = dict(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        app.train(cfg, run_dir, choices)
+        return run_dir
+
+    return run
+
+
+@pytest.fixture
+def cli(tmp_path, data_dir):
+    """Run `python -m <module> args...` as a user would, in tmp_path; the CompletedProcess."""
+
+    def run(*args, module="train", timeout=300, env=None):
+        defaults = ([f"paths.runs_dir={tmp_path / 'runs'}", f"paths.data_dir={data_dir}"]
+                    if module == "train" else [])
+        return subprocess.run([sys.executable, "-m", module, *defaults, *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run

@@ -1,0 +1,130 @@
+"""Data builders: the torchvision sets from files in their real formats, the offline and tiny
+sets, CSV and image folders; seeded, disjoint splits; clear errors for missing or bad data."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train import data as D
+from train.batches import Batches, Normalizer, bounds, epoch_order
+from train.errors import UserError
+
+COMMON = dict(batch_size=16, eval_batch_size=64, val_fraction=0.1, test_fraction=0.0,
+              split_seed=0, normalize=True)
+
+
+@pytest.mark.parametrize("name, shape, n_train, n_test", [
+    ("MNIST", (1, 28, 28), 300, 100),
+    ("FashionMNIST", (1, 28, 28), 300, 100),
+    ("CIFAR10", (3, 32, 32), 300, 60),
+])
+def test_torchvision_sets_read_real_formats(data_dir, tmp_path, name, shape, n_train, n_test):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(data_dir, root)
+    first = D.torchvision_data(name, str(root), download=False, **COMMON)
+    assert first.in_shape == shape and first.num_classes == 10 and first.train.x.dtype == torch.uint8
+    assert len(first.train) + len(first.val) == n_train and len(first.test) == n_test
+    # Decoded once: the tensors are cached under the data dir and read back identically.
+    assert (root / name / "tensors-train.pt").is_file()
+    again = D.torchvision_data(name, str(root), download=False, **COMMON)
+    assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
+
+
+def test_missing_torchvision_set_names_the_path(tmp_path):
+    with pytest.raises(UserError) as e:
+        D.torchvision_data("MNIST", str(tmp_path / "empty"), download=False, **COMMON)
+    assert str(tmp_path / "empty") in e.value.message
+    assert "data=digits" in e.value.message and "data.download=true" in e.value.message
+
+
+def test_digits_is_the_real_data_and_offline(tmp_path):
+    d = D.digits(str(tmp_path), **{**COMMON, "test_fraction": 0.2})
+    assert len(d.train) + len(d.val) + len(d.test) == 1797
+    assert d.in_shape == (1, 8, 8) and d.class_names == [str(i) for i in range(10)]
+    assert int(d.train.x.max()) == 16  # sklearn's digits are 0..16 intensities
+
+
+def test_splits_are_seeded_and_disjoint(tmp_path):
+    kw = {**COMMON, "val_fraction": 0.2, "test_fraction": 0.2}
+    a = D.synthetic(200, [6], 3, 0, **kw)
+    b = D.synthetic(200, [6], 3, 0, **kw)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.test.x, b.test.x)
+    rows = torch.cat([a.train.x, a.val.x, a.test.x])
+    assert len(torch.unique(rows, dim=0)) == 200 and (len(a.val), len(a.test)) == (40, 40)
+    c = D.synthetic(200, [6], 3, 0, **{**kw, "split_seed": 1})
+    assert not torch.equal(a.val.x, c.val.x)
+
+
+def test_course_tables():
+    toy = D.course_table("linear_toy", **{**COMMON, "val_fraction": 0.0, "normalize": False})
+    assert toy.task == "regression" and sorted(toy.train.x.flatten().tolist()) == [1.0, 2.0, 3.0]
+    pts = D.course_table("logistic_points", **{**COMMON, "val_fraction": 0.0})
+    assert pts.num_outputs == 1 and pts.num_classes == 2
+    soft = D.course_table("softmax_points", **{**COMMON, "val_fraction": 0.0})
+    assert soft.num_outputs == 3
+    with pytest.raises(UserError, match="linear_toy"):
+        D.course_table("nope", **COMMON)
+
+
+def test_csv_classification_and_regression(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{'yes' if i % 2 else 'no'}\n"
+                                          for i in range(30)))
+    d = D.csv(str(f), "label", "classification", **COMMON)
+    assert d.class_names == ["no", "yes"] and d.in_shape == (2,) and d.feature_names == ["a", "b"]
+    g = tmp_path / "r.csv"
+    g.write_text("x1,x2,y\n" + "".join(f"{i},{i * i},{2 * i + 1}\n" for i in range(30)))
+    r = D.csv(str(g), "y", "regression", **{**COMMON, "val_fraction": 0.0})
+    assert r.task == "regression" and r.train.y.shape == (30, 1) and r.num_outputs == 1
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a,b\n1,2\n3,4\n", "'label' is not a column.*\\['a', 'b'\\]"),
+    ("a,label\n1,x\nfoo,y\n", "line 3, column 'a': 'foo' is not a number"),
+])
+def test_csv_errors_name_the_problem(tmp_path, text, match):
+    f = tmp_path / "t.csv"
+    f.write_text(text)
+    with pytest.raises(UserError, match=match):
+        D.csv(str(f), "label", "classification", **COMMON)
+
+
+def test_image_folder_reads_pngs(tmp_path):
+    for split in ("train", "test"):
+        for c, colour in (("cat", 30), ("dog", 220)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((10, 12, 3), colour + i, np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    d = D.image_folder(str(tmp_path), [8, 8], False, 0, **COMMON)
+    assert d.class_names == ["cat", "dog"] and d.in_shape == (3, 8, 8) and len(d.test) == 12
+    batches = Batches(d.train, 4, Normalizer(d, torch.device("cpu")), torch.device("cpu"))
+    xs, ys = zip(*batches.ordered(epoch_order(len(d.train), 0, 0)), strict=True)
+    assert sum(len(y) for y in ys) == len(d.train) and xs[0].dtype == torch.float32
+
+
+def test_bad_fractions_and_sizes():
+    with pytest.raises(UserError, match=r"val_fraction=1.5 is outside \[0, 1\)"):
+        D.synthetic(50, [3], 2, 0, **{**COMMON, "val_fraction": 1.5})
+    with pytest.raises(UserError, match="batch_size=0"):
+        D.synthetic(50, [3], 2, 0, **{**COMMON, "batch_size": 0})
+
+
+def test_batches_cover_each_epoch_once_in_a_seeded_order():
+    assert bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert bounds(9, 4) == [(0, 4), (4, 9)]  # no batch of one (batch norm cannot train on it)
+    assert torch.equal(epoch_order(50, 1, 3), epoch_order(50, 1, 3))
+    assert not torch.equal(epoch_order(50, 1, 3), epoch_order(50, 1, 4))
+    d = D.synthetic(37, [1, 4, 4], 3, 0, **{**COMMON, "val_fraction": 0.0})
+    b = Batches(d.train, 8, Normalizer(d, torch.device("cpu")), torch.device("cpu"))
+    ys = torch.cat([y for _, y in b.ordered(epoch_order(37, 0, 0))])
+    assert sorted(ys.tolist()) == sorted(d.train.y.tolist())
+
+
+def test_normalisation_uses_training_statistics():
+    d = D.synthetic(400, [2, 4, 4], 4, 0, **{**COMMON, "val_fraction": 0.0})
+    x, _ = next(iter(Batches(d.train, 400, Normalizer(d, torch.device("cpu")), torch.device("cpu"))))
+    assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-2

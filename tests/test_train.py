@@ -1,0 +1,91 @@
+"""Training end to end, in-process from the real composed config: every model x data pair,
+every preset (shortened), and what a run leaves behind."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train.errors import UserError
+
+MODELS = ["linear", "logistic", "softmax", "mlp", "cnn"]
+DATA = ["mnist", "fashion_mnist", "cifar10", "digits", "linear_toy", "quiz_scores",
+        "logistic_points", "softmax_points", "synthetic", "csv", "image_folder"]
+IMAGES = {"mnist", "fashion_mnist", "cifar10", "digits", "synthetic", "image_folder"}
+KIND = {"linear_toy": "regression", "quiz_scores": "regression", "logistic_points": "binary"}
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory) -> dict:
+    """A 3-class CSV and an image folder, as a user would bring them."""
+    root = tmp_path_factory.mktemp("user")
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,f3,label"]
+    for _ in range(90):
+        c = int(rng.integers(3))
+        f = rng.normal(c, 0.3, 3)
+        rows.append(f"{f[0]:.3f},{f[1]:.3f},{f[2]:.3f},{'abc'[c]}")
+    (root / "table.csv").write_text("\n".join(rows) + "\n")
+    for c, colour in enumerate(["red", "green", "blue"]):
+        (root / "pics" / colour).mkdir(parents=True)
+        for i in range(10):
+            px = np.zeros((12, 12, 3), np.uint8)
+            px[..., c] = 150 + 5 * i
+            Image.fromarray(px).save(root / "pics" / colour / f"{i}.png")
+    return {"csv": [f"data.path={root / 'table.csv'}", "data.target=label"],
+            "image_folder": [f"data.path={root / 'pics'}", "data.image_size=[12,12]",
+                             "data.num_workers=0"]}
+
+
+def expected_error(model: str, data: str) -> str | None:
+    kind = KIND.get(data, "multiclass")
+    if model == "cnn" and data not in IMAGES:
+        return "needs image data"
+    if (model, kind) in {("logistic", "regression"), ("logistic", "multiclass"),
+                         ("softmax", "regression"), ("softmax", "binary")}:
+        return "Use model="
+    return None
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_data_pair_trains_or_says_why_not(train_run, user_files, model, data):
+    args = [f"model={model}", f"data={data}", "model.channels=[4,8]" if model == "cnn" else "",
+            *user_files.get(data, [])]
+    error = expected_error(model, data)
+    if error:
+        with pytest.raises(UserError, match=error):
+            train_run(*[a for a in args if a])
+        return
+    run = train_run(*[a for a in args if a])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["train"]["loss"])
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+
+
+def test_linear_regression_recovers_w_and_b(train_run):
+    run = train_run("experiment=linear_regression", "trainer.max_epochs=300")
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert state["linear.weight"].item() == pytest.approx(2.0, abs=1e-3)
+    assert state["linear.bias"].item() == pytest.approx(0.0, abs=2e-3)
+
+
+def test_logistic_regression_separates_the_six_points(train_run):
+    run = train_run("experiment=logistic_regression", "trainer.max_epochs=1000")
+    assert json.loads((run / "metrics.json").read_text())["train"]["accuracy"] == 1.0
+
+
+def test_mlp_on_digits_passes_95_percent(train_run):
+    run = train_run("experiment=digits_mlp", "trainer.max_epochs=30")
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.95
+
+
+@pytest.mark.parametrize("preset", sorted(
+    p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml")))
+def test_every_preset_runs_shortened(train_run, preset):
+    run = train_run(f"experiment={preset}", "trainer.max_epochs=100", "trainer.max_steps=3")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and run.parent.name == preset

@@ -1,0 +1,3 @@
+from train.app import main
+
+main()

@@ -1,0 +1,179 @@
+"""`python -m train`: the Hydra main. The only code that sees the whole config: it builds plain
+objects from it and hands them to plain functions. Torch-heavy modules load lazily, so that
+`--help` and config errors answer fast."""
+
+import logging
+import random
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from train import config, rundir
+from train.errors import UserError
+
+log = logging.getLogger("train")
+
+
+def main() -> None:
+    """Console entry: run the Hydra app, turning a UserError into one paragraph and exit 2."""
+    config.register()
+    rundir.register_resolvers()
+    try:
+        _hydra_main()
+    except UserError as e:
+        rundir.discard_unstarted()
+        print(f"error: {e.message}", file=sys.stderr, flush=True)
+        sys.exit(e.code)
+
+
+# An absolute path: run as `python -m train`, Hydra would look for a Python package named conf.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    runtime = HydraConfig.get().runtime
+    return train(cfg, Path(runtime.output_dir), dict(runtime.choices))
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
+    """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps)."""
+    import torch
+
+    from train import board, checkpoint, loop, models, report
+    from train import device as devices
+    from train.batches import Batches, Normalizer
+    from train.task import Task
+
+    resumed = checkpoint.load(rundir.resume_checkpoint(cfg.resume)) if cfg.resume else None
+    seed = _seed(cfg.seed, resumed)
+    device, why = devices.choose(cfg.trainer.device)
+    amp = cfg.trainer.amp.value
+    if amp != "off" and device.type != "cuda":
+        raise UserError(f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
+                        "Use trainer.amp=off on the CPU.")
+    log.info("run dir: %s", run_dir)
+    log.info("device: %s (%s); seed %d", device, why, seed)
+
+    data = instantiate(cfg.data)
+    task = Task(data.task, data.num_classes)
+    model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
+    models.check_fits(model, data.task, data.num_classes)
+    model.to(device)
+    optimizer = _optimizer(cfg.optim, model)
+    scheduler = instantiate(cfg.sched)(optimizer) if cfg.sched is not None else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    record["seed"] = seed
+    saver = checkpoint.Saver(run_dir / "checkpoints", record, data.meta(), choices)
+    state = loop.State()
+    if resumed is not None:
+        state = loop.State(**saver.restore(resumed, rundir.resume_checkpoint(cfg.resume), model, optimizer,
+                              scheduler, scaler))
+        log.info("resuming from epoch %d, step %d", state.epoch, state.step)
+    _log_data(data, model)
+
+    settings = loop.Settings(
+        cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.log_every_n_steps,
+        cfg.trainer.monitor, cfg.trainer.monitor_mode.value, cfg.trainer.patience,
+        cfg.trainer.grad_clip, cfg.trainer.progress.value,
+    )
+    norm = Normalizer(data, device)
+    train_b = Batches(data.train, data.batch_size, norm, device)
+    val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
+    writer = board.open_writer(run_dir, state.step if resumed is not None else None)
+    try:
+        state = loop.fit(
+            model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
+            autocast=autocast, writer=writer,
+            save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
+        )
+        best = saver.path("best")
+        checkpoint.load_model(model, checkpoint.load(best)["model"], best)
+        results, confusion = report.score(model, data, task, device, autocast)
+        summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
+                   "steps": state.step, "seed": seed, "monitor": settings.monitor}
+        if confusion is not None:
+            summary["confusion_matrix"] = confusion.tolist()
+        report.write_json(run_dir / "metrics.json", summary)
+        board.hparams(writer, _hparams(record, choices), _flat(results), state.step)
+        report.pictures(writer, model, data, task, device, confusion,
+                        cfg.trainer.num_sample_images, state.step)
+    finally:
+        writer.close()
+    _log_results(results, OmegaConf.to_container(cfg.expect))
+    monitored = results.get("val", results["train"])
+    return monitored[settings.monitor]
+
+
+def _seed(seed: int | None, resumed: dict | None) -> int:
+    """Seed every generator; `seed=null` draws one (recorded, so the run can be replayed)."""
+    import numpy as np
+    import torch
+
+    if resumed is not None:
+        seed = resumed["config"]["seed"]
+    elif seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _optimizer(cfg_optim: DictConfig, model):
+    try:
+        return instantiate(cfg_optim)(model.parameters())
+    except ValueError as e:  # torch's own range checks: "Invalid learning rate: -1.0", ...
+        raise UserError(f"optim: {e} (check the optim.* values).") from None
+
+
+def _log_data(data, model) -> None:
+    sizes = ", ".join(f"{n} {len(s)}" for n in ("train", "val", "test")
+                      if (s := getattr(data, n)) is not None)
+    params = sum(p.numel() for p in model.parameters())
+    log.info("data: %s, inputs %s, %s (%s); model %s, %s parameters", data.task,
+             tuple(data.in_shape), f"{data.num_classes} classes" if data.num_classes else
+             f"{data.num_outputs} target(s)", sizes, type(model).__name__, f"{params:,}")
+
+
+def _flat(results: dict) -> dict:
+    return {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
+
+
+def _hparams(record: dict, choices: dict) -> dict:
+    """The knobs that tell runs of a sweep apart: group choices and every leaf value."""
+    out = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif k not in ("_target_", "_partial_") and v is not None:
+                out[f"{prefix}{k}"] = v
+
+    walk({k: record[k] for k in ("data", "model", "optim", "sched", "trainer", "seed")
+          if record.get(k) is not None and k != "seed"}, "")
+    out["seed"] = record["seed"]
+    return out
+
+
+def _log_results(results: dict, expect: dict) -> None:
+    for split, metrics in results.items():
+        log.info("final %s: %s", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    flat = _flat(results)
+    for key, goal in expect.items():
+        op, target = str(goal).split()[0], float(str(goal).split()[1])
+        value = flat.get(key)
+        ok = value is not None and (value >= target if op == ">=" else value <= target)
+        log.info("expected %s %s: %s (%s)", key, goal, "reached" if ok else "NOT reached",
+                 "missing" if value is None else f"{value:.4g}")

@@ -1,0 +1,77 @@
+"""Batches on the device: a seeded, epoch-dependent order; normalisation done on the device.
+
+In-memory splits are moved to the device once and batches are formed by indexing, so the hot
+loop does no per-sample work and starts no worker processes. Folder splits use a DataLoader.
+"""
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from train.data import Data, FolderSplit, Split, TensorSplit
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The training order of epoch `epoch`: the same for a given seed on every machine and rank."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch (start, end) pairs; a trailing batch of one joins the previous one (batch norm)."""
+    starts = list(range(0, n, batch_size))
+    pairs = [(s, min(s + batch_size, n)) for s in starts]
+    if len(pairs) > 1 and pairs[-1][1] - pairs[-1][0] == 1:
+        pairs[-2:] = [(pairs[-2][0], n)]
+    return pairs
+
+
+class Normalizer:
+    """(x / scale - mean) / std as one multiply-add on the device; float inputs pass in float."""
+
+    def __init__(self, data: Data, device: torch.device):
+        shape = (-1, 1, 1) if data.is_image else (-1,)
+        self.a = (1.0 / (data.scale * data.std)).reshape(shape).to(device)
+        self.b = (-data.mean / data.std).reshape(shape).to(device)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.b, x.float(), self.a)
+
+
+class Batches:
+    """One split's batches on `device`, normalised; the whole split moved there once."""
+
+    def __init__(self, split: Split, batch_size: int, normalize: Normalizer, device: torch.device):
+        self.split, self.batch_size, self.normalize, self.device = split, batch_size, normalize, device
+        if isinstance(split, TensorSplit):
+            self.x, self.y = split.x.to(device), split.y.to(device)
+
+    def __len__(self) -> int:
+        return len(bounds(len(self.split), self.batch_size))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """In stored order (evaluation)."""
+        return self.ordered(None)
+
+    def ordered(self, order: Tensor | None, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """In `order` (None: stored order), from batch number `start` on (resuming mid-epoch)."""
+        pairs = bounds(len(self.split), self.batch_size)[start:]
+        if isinstance(self.split, FolderSplit):
+            yield from self._from_loader(order, pairs)
+            return
+        order = None if order is None else order.to(self.device)
+        for s, e in pairs:
+            idx = slice(s, e) if order is None else order[s:e]
+            yield self.normalize(self.x[idx]), self.y[idx]
+
+    def _from_loader(self, order, pairs):
+        idx = order.tolist() if order is not None else list(range(len(self.split)))
+        sampler = [idx[s:e] for s, e in pairs]
+        loader = torch.utils.data.DataLoader(
+            self.split.dataset, batch_sampler=sampler, num_workers=self.split.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            yield self.normalize(x), y.to(self.device, non_blocking=True)

@@ -1,0 +1,75 @@
+"""TensorBoard output: scalars, the hparams entry, and the two pictures (samples, confusion)."""
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+
+
+def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
+    """A writer for the run dir; on resume, events after the checkpoint's step are purged."""
+    return SummaryWriter(str(run_dir), purge_step=resume_step)
+
+
+def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: int) -> None:
+    for name, value in metrics.items():
+        writer.add_scalar(f"{split}/{name}", value, step)
+
+
+def hparams(writer: SummaryWriter, params: dict, results: dict[str, float], step: int) -> None:
+    """One HPARAMS entry for the run, so sweeps compare side by side."""
+    clean = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
+    writer.add_hparams(clean, {f"hparam/{k}": v for k, v in results.items()}, run_name=".",
+                       global_step=step)
+
+
+def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4) -> Tensor:
+    """Images (N, C, H, W in [0, 1]) with 'pred/true' under each: green right, red wrong."""
+    tiles = []
+    for img, p, t in zip(images, pred, true, strict=True):
+        img = (img.clamp(0, 1) * 255).to(torch.uint8)
+        if img.shape[0] == 1:
+            img = img.expand(3, -1, -1)
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        tile = Image.new("RGB", (max(pil.width, 48), pil.height + 14), "white")
+        tile.paste(pil, (0, 0))
+        ImageDraw.Draw(tile).text((1, pil.height + 1), f"{p}/{t}"[:12], font=_font(),
+                                  fill=(0, 128, 0) if p == t else (200, 0, 0))
+        tiles.append(torch.from_numpy(_array(tile)).permute(2, 0, 1))
+    from torchvision.utils import make_grid  # lazily: importing torchvision costs seconds
+
+    return make_grid(tiles, nrow=int(math.ceil(math.sqrt(len(tiles)))), pad_value=255)
+
+
+def confusion_image(cm: Tensor, names: list[str], cell: int = 28) -> Tensor:
+    """The confusion matrix (rows true, columns predicted) as a CHW uint8 heat map with counts."""
+    k = len(names)
+    margin = 40
+    img = Image.new("RGB", (margin + k * cell, margin + k * cell), "white")
+    draw = ImageDraw.Draw(img)
+    rows = cm.double() / cm.sum(1, keepdim=True).clamp_min(1)
+    for i in range(k):
+        draw.text((2, margin + i * cell + 8), names[i][:5], font=_font(), fill="black")
+        draw.text((margin + i * cell + 2, 2), names[i][:5], font=_font(), fill="black")
+        for j in range(k):
+            shade = int(255 * (1 - rows[i, j].item()))
+            x, y = margin + j * cell, margin + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255))
+            draw.text((x + 2, y + 8), str(int(cm[i, j])), font=_font(),
+                      fill="white" if shade < 128 else "black")
+    draw.text((margin, margin - 14), "predicted ->", font=_font(), fill="gray")
+    return torch.from_numpy(_array(img)).permute(2, 0, 1)
+
+
+def _font():
+    return ImageFont.load_default()
+
+
+def _array(img: Image.Image):
+    import numpy as np
+
+    return np.asarray(img).copy()

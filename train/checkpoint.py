@@ -1,0 +1,148 @@
+"""Checkpoints: a dict whose "model" entry is a plain `state_dict`, plus what resume needs.
+
+Saved atomically (a temporary file in the same directory, fsynced, then renamed over the old
+one), so a crash mid-save leaves the previous checkpoint intact. Loaded only with
+`weights_only=True`: a checkpoint can hold tensors and plain values, never code.
+"""
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.errors import UserError
+
+
+def save(path: Path, payload: dict) -> None:
+    """Write `payload` to `path` so that `path` is always either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"could not write checkpoint {path}: {e.strerror or e}. The previous checkpoint, if "
+            "any, is untouched; free some space or fix the permissions and resume."
+        ) from None
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint safely onto the CPU; a damaged file is a one-line error naming it."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist.") from None
+    except pickle.UnpicklingError as e:
+        lines = [ln for ln in str(e).splitlines() if "Unsupported" in ln] or [str(e).splitlines()[0]]
+        raise UserError(
+            f"checkpoint {path} was refused: it holds more than tensors and plain values, and "
+            f"unpickling it could run code ({lines[0].strip()}). Only load files you trust, and "
+            "never with weights_only=False."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({e}).") from None
+    if not isinstance(blob, dict) or "model" not in blob:
+        raise UserError(f"checkpoint {path} is not one of ours: it has no 'model' state_dict.")
+    return blob
+
+
+def load_model(model: nn.Module, state: dict, source: Path) -> None:
+    """Load `state` into `model`, naming every missing, unexpected or mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [f"missing keys {missing}" if missing else "",
+                 f"unexpected keys {unexpected}" if unexpected else "",
+                 f"shape mismatches (checkpoint vs model) {shapes}" if shapes else ""]
+        raise UserError(
+            f"checkpoint {source} does not fit this model: "
+            + "; ".join(p for p in parts if p)
+            + ". It was saved from a different model or data config; resume with the run's own "
+            "config (or start a new run)."
+        )
+    model.load_state_dict(state)
+
+
+def rng_state() -> dict:
+    """Every random generator training touches, in a form `weights_only` loading accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+class Saver:
+    """Writes `last.pt` / `best.pt` with everything resume needs, and restores from one."""
+
+    def __init__(self, directory: Path, config: dict, data_meta: dict, choices: dict):
+        self.dir, self.config, self.data_meta, self.choices = directory, config, data_meta, choices
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.pt"
+
+    def save(self, name: str, model, optimizer, scheduler, scaler, state) -> None:
+        save(self.path(name), {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(),
+            "state": state.to_dict(),
+            "rng": rng_state(),
+            "config": self.config,  # resolved, with the seed actually used
+            "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
+            "choices": self.choices,
+            "torch": str(torch.__version__),
+        })
+
+    @staticmethod
+    def restore(blob: dict, source: Path, model, optimizer, scheduler, scaler) -> dict:
+        """Put the checkpoint's weights, optimizer, scheduler, scaler and RNGs back; its loop state."""
+        load_model(model, blob["model"], source)
+        try:
+            optimizer.load_state_dict(blob["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise UserError(f"checkpoint {source}: its optimizer state does not fit optim ({e}); "
+                            "resume with the run's own optim config.") from None
+        if scheduler is not None and blob["scheduler"] is not None:
+            scheduler.load_state_dict(blob["scheduler"])
+        if blob["scaler"]:
+            scaler.load_state_dict(blob["scaler"])
+        set_rng_state(blob["rng"])
+        return blob["state"]

@@ -1,0 +1,278 @@
+"""Structured config schemas: every key and type the YAML under conf/ may set.
+
+Each group option's YAML starts from one of these schemas (its `defaults` list), so a typo'd key
+or a wrong-typed value fails at compose time with Hydra's message, before any data is touched.
+Defaults that users tune live in the YAML files; the values here are only types and fallbacks.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Activation(Enum):
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+
+
+class Pool(Enum):
+    max = "max"
+    avg = "avg"
+
+
+class Amp(Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Mode(Enum):
+    min = "min"
+    max = "max"
+
+
+class Task(Enum):
+    regression = "regression"
+    classification = "classification"
+
+
+class Progress(Enum):
+    auto = "auto"  # a bar on a terminal, plain lines otherwise
+    bar = "bar"
+    lines = "lines"
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    _target_: str = MISSING
+    batch_size: int = 64
+    eval_batch_size: int = 1024  # evaluation holds no activations for backward: bigger is faster
+    val_fraction: float = 0.1
+    # Held out as the test split, only for data sets that ship without one (digits, csv, ...).
+    test_fraction: float = 0.0
+    split_seed: int = 0  # fixed apart from `seed`, so every run is scored on the same examples
+    normalize: bool = True
+
+
+@dataclass
+class TorchvisionDataConfig(DataConfig):
+    name: str = MISSING  # torchvision.datasets class: MNIST, FashionMNIST, CIFAR10
+    root: str = "${paths.data_dir}"
+    download: bool = True
+
+
+@dataclass
+class DigitsDataConfig(DataConfig):
+    _target_: str = "train.data.digits"
+    root: str = "${paths.data_dir}"  # a tensor cache is kept here
+
+
+@dataclass
+class TableDataConfig(DataConfig):
+    _target_: str = "train.data.course_table"
+    name: str = MISSING
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    _target_: str = "train.data.synthetic"
+    num_samples: int = 1000
+    shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10  # 0 makes it a regression problem with one target
+    seed: int = 0
+
+
+@dataclass
+class CsvDataConfig(DataConfig):
+    _target_: str = "train.data.csv"
+    path: str = MISSING
+    target: str = MISSING
+    task: Task = Task.classification
+
+
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    _target_: str = "train.data.image_folder"
+    path: str = MISSING
+    image_size: list[int] = field(default_factory=lambda: [32, 32])
+    grayscale: bool = False
+    num_workers: int = 2
+
+
+# --- models -----------------------------------------------------------------------------------
+# Input shape and output size are not here: they come from the data at instantiate time.
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    _target_: str = "train.models.MLP"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    _target_: str = "train.models.CNN"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    pool: Pool = Pool.max
+    dropout: float = 0.25
+    batch_norm: bool = False
+    head: int = 128
+
+
+# --- optimizers and schedulers (partials: completed in code with the parameters) -------------
+
+
+@dataclass
+class OptimConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdagradConfig(OptimConfig):
+    _target_: str = "torch.optim.Adagrad"
+    lr_decay: float = 0.0
+    eps: float = 1e-10
+
+
+@dataclass
+class RMSpropConfig(OptimConfig):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = 0.99
+    momentum: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class SchedConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+
+
+@dataclass
+class StepLRConfig(SchedConfig):
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineConfig(SchedConfig):
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int = "${trainer.max_epochs}"  # type: ignore[assignment]
+    eta_min: float = 0.0
+
+
+# --- trainer and the whole config -------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps in all (smoke runs)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Amp = Amp.off
+    log_every_n_steps: int = 50
+    monitor: str = "loss"  # metric for best.pt and early stopping, read from val (train if no val)
+    monitor_mode: Mode = Mode.min
+    patience: int | None = None  # epochs without improvement before stopping; null: never stop
+    grad_clip: float | None = None  # max gradient norm; null: no clipping
+    progress: Progress = Progress.auto
+    num_sample_images: int = 32  # size of the predicted/true grid written at the end
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "./data"
+    runs_dir: str = "./runs"
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    sched: SchedConfig | None = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    name: str = MISSING  # groups runs under runs/<name>/
+    seed: int | None = 42
+    resume: str | None = None  # a run dir or checkpoint to continue
+    # What this preset should reach, e.g. {"test/accuracy": 0.97}; printed next to the result.
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+def register() -> None:
+    """Put the schemas into Hydra's ConfigStore, where conf/ YAML files find them by name."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, name, node in [
+        ("data", "torchvision", TorchvisionDataConfig),
+        ("data", "digits", DigitsDataConfig),
+        ("data", "table", TableDataConfig),
+        ("data", "synthetic", SyntheticDataConfig),
+        ("data", "csv", CsvDataConfig),
+        ("data", "image_folder", ImageFolderDataConfig),
+        ("model", "linear", ModelConfig),
+        ("model", "mlp", MLPConfig),
+        ("model", "cnn", CNNConfig),
+        ("optim", "sgd", SGDConfig),
+        ("optim", "adagrad", AdagradConfig),
+        ("optim", "rmsprop", RMSpropConfig),
+        ("optim", "adam", AdamConfig),
+        ("optim", "adamw", AdamWConfig),
+        ("sched", "step", StepLRConfig),
+        ("sched", "cosine", CosineConfig),
+    ]:
+        cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+@dataclass
+class EvaluateConfig:
+    run: str = MISSING  # the run directory to evaluate
+    checkpoint: str = "best"  # best | last
+    split: str = "test"  # train | val | test
+    device: str = "auto"
+    batch_size: int | None = None  # null: the run's data.eval_batch_size
+
+
+def register_evaluate() -> None:
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)

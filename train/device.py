@@ -1,0 +1,41 @@
+"""Device choice: `auto`, `cpu`, `cuda` or `cuda:N`, with the reason said out loud."""
+
+import re
+
+import torch
+
+from train.errors import UserError
+
+VALID = "auto, cpu, cuda or cuda:N"
+
+
+def choose(requested: str) -> tuple[torch.device, str]:
+    """The device to train on and a one-line reason for the choice."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})"
+        return torch.device("cpu"), f"auto: no CUDA device, falling back to CPU ({_why_no_cuda()})"
+    if requested == "cpu":
+        return torch.device("cpu"), "requested"
+    if not re.fullmatch(r"cuda(:\d+)?", requested):
+        raise UserError(f"trainer.device={requested!r} is not a device; use one of {VALID}.")
+    if not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.device={requested} was requested but no CUDA device is usable "
+            f"({_why_no_cuda()}). Use trainer.device=auto to fall back to the CPU, or run on a "
+            "GPU host (in Docker: the CUDA image with the GPU override, see README)."
+        )
+    device = torch.device(requested)
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UserError(
+            f"trainer.device={requested} does not exist: {count} CUDA device(s) are visible "
+            f"(cuda:0 .. cuda:{count - 1})."
+        )
+    return device, f"requested ({torch.cuda.get_device_name(device)})"
+
+
+def _why_no_cuda() -> str:
+    if torch.version.cuda is None:
+        return f"this torch {torch.__version__} is a CPU-only build"
+    return f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but sees no GPU"

@@ -1,0 +1,155 @@
+"""The training loop: epochs of steps, with the side concerns (logging, checkpoints, early
+stopping, step limits) as small named pieces around the step rather than inside it."""
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from train.batches import Batches, epoch_order
+from train.progress import track
+from train.task import Meter, Task
+
+log = logging.getLogger("train")
+
+
+@dataclass
+class Settings:
+    """The loop's knobs, as plain values (from `cfg.trainer`)."""
+
+    max_epochs: int
+    max_steps: int | None
+    log_every_n_steps: int
+    monitor: str
+    monitor_mode: str
+    patience: int | None
+    grad_clip: float | None
+    progress: str
+
+
+@dataclass
+class State:
+    """Where training stands; saved in every checkpoint so resume continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps so far
+    batch_in_epoch: int = 0  # batches of the current epoch already done (mid-epoch stop)
+    best: float | None = None  # best monitored value so far
+    best_step: int | None = None
+    bad_epochs: int = 0  # epochs since `best` improved (early stopping)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_steps(model: nn.Module, batches: Iterable, optimizer, task: Task, meter: Meter, *,
+                autocast: Callable[[], AbstractContextManager], scaler, grad_clip: float | None,
+                after_step: Callable[[torch.Tensor], bool]) -> int:
+    """Train on `batches` until they run out or `after_step` says stop; return the step count."""
+    model.train()
+    steps = 0
+    for x, y in batches:
+        with autocast():
+            out = model(x)
+            loss = task.loss(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        meter.update(task, out, y, loss)
+        steps += 1
+        if after_step(loss):
+            break
+    return steps
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Batches, task: Task,
+             autocast: Callable[[], AbstractContextManager]) -> Meter:
+    """One pass over `batches` without gradients; the filled meter."""
+    model.eval()
+    meter = task.meter(batches.device)
+    for x, y in batches:
+        with autocast():
+            out = model(x)
+            meter.update(task, out, y, task.loss(out, y))
+    return meter
+
+
+def fit(model, optimizer, scheduler, scaler, task: Task, train: Batches, val: Batches | None,
+        s: Settings, state: State, seed: int, *, autocast, writer, save) -> State:
+    """Train until max_epochs, max_steps or early stopping; `save(name, state)` writes a checkpoint."""
+    monitor_split = "val" if val is not None else "train"
+    while state.epoch < s.max_epochs and not state.stopped_early and not _limit(s, state):
+        start, t0 = state.batch_in_epoch, time.perf_counter()
+        meter = task.meter(train.device)
+        order = epoch_order(len(train.split), seed, state.epoch)
+        desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
+        batches = track(train.ordered(order, start), len(train) - start, desc, s.progress)
+
+        def after_step(loss: torch.Tensor) -> bool:
+            state.step += 1
+            if state.step % s.log_every_n_steps == 0:
+                writer.add_scalar("train/loss_step", loss.item(), state.step)
+            return _limit(s, state)
+
+        done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
+                           scaler=scaler, grad_clip=s.grad_clip, after_step=after_step)
+        state.batch_in_epoch = start + done
+        if state.batch_in_epoch == len(train):
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if scheduler is not None:
+                scheduler.step()
+        results = {"train": meter.compute()}
+        if val is not None:
+            results["val"] = evaluate(model, val, task, autocast).compute()
+        seconds = time.perf_counter() - t0
+        _report(writer, results, optimizer, state, s, seconds, meter.n)
+        improved = _watch(results[monitor_split][s.monitor], s, state)
+        save("last", state)
+        if improved:
+            save("best", state)
+    return state
+
+
+def _limit(s: Settings, state: State) -> bool:
+    return s.max_steps is not None and state.step >= s.max_steps
+
+
+def _watch(value: float, s: Settings, state: State) -> bool:
+    """Track the best monitored value and early stopping; True when this one is the best."""
+    better = state.best is None or (value < state.best if s.monitor_mode == "min" else value > state.best)
+    if better and not math.isnan(value):
+        state.best, state.best_step, state.bad_epochs = value, state.step, 0
+        return True
+    state.bad_epochs += 1
+    if s.patience is not None and state.bad_epochs >= s.patience:
+        state.stopped_early = True
+        log.info("early stopping: %s has not improved for %d epochs", s.monitor, state.bad_epochs)
+    return False
+
+
+def _report(writer, results, optimizer, state: State, s: Settings, seconds: float, n: int) -> None:
+    lr = optimizer.param_groups[0]["lr"]
+    for split, metrics in results.items():
+        for name, value in metrics.items():
+            writer.add_scalar(f"{split}/{name}", value, state.step)
+    writer.add_scalar("lr", lr, state.step)
+    writer.flush()
+    parts = [
+        f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        for split, metrics in results.items()
+    ]
+    where = f"epoch {state.epoch}/{s.max_epochs}" if state.batch_in_epoch == 0 else (
+        f"epoch {state.epoch + 1} (stopped at batch {state.batch_in_epoch}, step {state.step})")
+    log.info("%s | %s | lr %.3g | %.1fs, %.0f samples/s", where, " | ".join(parts), lr, seconds,
+             n / max(seconds, 1e-9))

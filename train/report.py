@@ -1,0 +1,59 @@
+"""The end of a run: scores of the best weights on every split, metrics.json, and pictures."""
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from train import board
+from train.batches import Batches, Normalizer
+from train.data import Data, TensorSplit
+from train.loop import evaluate
+from train.task import ClassificationMeter, Task
+
+
+def score(model, data: Data, task: Task, device, autocast, splits=("train", "val", "test")):
+    """Metrics per split present, and the confusion matrix of the last one (classifiers)."""
+    norm = Normalizer(data, device)
+    results, confusion = {}, None
+    for name in splits:
+        split = getattr(data, name)
+        if split is None:
+            continue
+        meter = evaluate(model, Batches(split, data.eval_batch_size, norm, device), task, autocast)
+        results[name] = meter.compute()
+        if isinstance(meter, ClassificationMeter):
+            confusion = meter.confusion_matrix()
+    return results, confusion
+
+
+def write_json(path: Path, obj) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def unused_path(path: Path) -> Path:
+    """`path`, or `name-1.ext`, `name-2.ext`, ...: the first that does not exist yet."""
+    numbered = (path.with_name(f"{path.stem}-{n}{path.suffix}") for n in itertools.count(1))
+    return next(p for p in itertools.chain([path], numbered) if not p.exists())
+
+
+def pictures(writer, model, data: Data, task: Task, device, confusion, count: int, step: int):
+    """The confusion matrix and a grid of sample inputs labelled predicted/true."""
+    if confusion is not None:
+        writer.add_image("confusion_matrix", board.confusion_image(confusion, data.class_names), step)
+    split = data.test or data.val or data.train
+    if not (data.is_image and isinstance(split, TensorSplit) and count > 0):
+        return
+    x = split.x[:count]
+    with torch.inference_mode():
+        model.eval()
+        pred = task.predict(model(Normalizer(data, device)(x.to(device)))).cpu()
+    names = data.class_names
+    grid = board.sample_grid(x.float() / data.scale, [names[i] for i in pred],
+                             [names[i] for i in split.y[:count]])
+    writer.add_image("samples (predicted/true)", grid, step)

@@ -1,0 +1,102 @@
+"""What the data asks of the model: the loss, the predictions and the metrics.
+
+Regression: mean squared error; MSE, MAE and R^2. Classification: cross entropy (binary
+cross entropy on one logit for two classes); accuracy, macro precision and recall, and a
+confusion matrix. Metrics accumulate on the device and are read once, at `compute()`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Task:
+    def __init__(self, kind: str, num_classes: int | None):
+        self.kind, self.num_classes = kind, num_classes
+        self.binary = kind == "classification" and num_classes == 2
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.kind == "regression":
+            return F.mse_loss(out, y)
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(out.squeeze(1), y.to(out.dtype))
+        return F.cross_entropy(out, y)
+
+    def predict(self, out: Tensor) -> Tensor:
+        """Class indices for classification, the values themselves for regression."""
+        if self.kind == "regression":
+            return out
+        return (out.squeeze(1) > 0).long() if self.binary else out.argmax(1)
+
+    def probabilities(self, out: Tensor) -> Tensor:
+        """Per-class probabilities (N, K) for classification."""
+        if self.binary:
+            p = torch.sigmoid(out.float())
+            return torch.cat([1 - p, p], 1)
+        return torch.softmax(out.float(), 1)
+
+    def meter(self, device: torch.device) -> "Meter":
+        if self.kind == "regression":
+            return RegressionMeter(device)
+        return ClassificationMeter(self.num_classes, device)
+
+
+class Meter:
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.n = 0
+
+    def update(self, task: Task, out: Tensor, y: Tensor, loss: Tensor) -> None:
+        self.loss_sum += loss.detach().double() * len(y)
+        self.n += len(y)
+        self._update(task.predict(out.detach()), y)
+
+
+class ClassificationMeter(Meter):
+    def __init__(self, num_classes: int, device: torch.device):
+        super().__init__(device)
+        self.k = num_classes
+        self.confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+
+    def _update(self, pred: Tensor, y: Tensor) -> None:
+        self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k)
+
+    def compute(self) -> dict[str, float]:
+        cm = self.confusion_matrix().double()
+        tp = cm.diag()
+        precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp_min(1), 0.0)
+        recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp_min(1), 0.0)
+        return {
+            "loss": (self.loss_sum / max(self.n, 1)).item(),
+            "accuracy": (tp.sum() / max(self.n, 1)).item(),
+            "precision": precision.mean().item(),
+            "recall": recall.mean().item(),
+        }
+
+    def confusion_matrix(self) -> Tensor:
+        """Rows: true class; columns: predicted class."""
+        return self.confusion.view(self.k, self.k).cpu()
+
+
+class RegressionMeter(Meter):
+    def __init__(self, device: torch.device):
+        super().__init__(device)
+        # sum of squared errors, absolute errors, targets, squared targets; element count
+        self.sums = torch.zeros(4, device=device, dtype=torch.float64)
+        self.count = 0
+
+    def _update(self, pred: Tensor, y: Tensor) -> None:
+        err, y = (pred.double() - y.double()), y.double()
+        self.sums += torch.stack([(err**2).sum(), err.abs().sum(), y.sum(), (y**2).sum()])
+        self.count += y.numel()
+
+    def compute(self) -> dict[str, float]:
+        sse, sae, sy, syy = self.sums.tolist()
+        n = max(self.count, 1)
+        sst = syy - sy * sy / n
+        return {
+            "loss": (self.loss_sum / max(self.n, 1)).item(),
+            "mse": sse / n,
+            "mae": sae / n,
+            "r2": 1 - sse / sst if sst > 0 else float("nan"),
+        }
