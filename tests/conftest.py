@@ -34,7 +34,7 @@ def learnable_images(n: int, shape: tuple, classes: int, seed: int):
     x = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
     h = shape[-2] // classes or 1
     for i, c in enumerate(y):
-        x[i, ..., c * h:(c + 1) * h, :] = 230
+        x[i, ..., c * h : (c + 1) * h, :] = 230
     return x, y
 
 
@@ -49,8 +49,18 @@ def write_cifar_like(root: Path, n_per_batch=60, n_test=60) -> None:
     """CIFAR-10's python layout: pickled batches of (N, 3072) rows, channel-major."""
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True, exist_ok=True)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-             "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(d / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names}, f)
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
@@ -82,8 +92,16 @@ SMALL = ["trainer.progress=lines", "trainer.max_epochs=1", "trainer.num_sample_i
 
 def compose_config(runs_dir: Path, data_dir: Path, overrides):
     with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
-        return compose("config", return_hydra_config=True, overrides=[
-            f"paths.runs_dir={runs_dir}", f"paths.data_dir={data_dir}", *SMALL, *overrides])
+        return compose(
+            "config",
+            return_hydra_config=True,
+            overrides=[
+                f"paths.runs_dir={runs_dir}",
+                f"paths.data_dir={data_dir}",
+                *SMALL,
+                *overrides,
+            ],
+        )
 
 
 @pytest.fixture
@@ -91,6 +109,7 @@ def train_run(tmp_path, data_dir):
     """Train in-process from the real composed config; returns the run dir."""
 
     def run(*overrides, runs_dir: Path | None = None) -> Path:
+        rundir.forget()
         cfg = compose_config(runs_dir or tmp_path / "runs", data_dir, overrides)
         HydraConfig.instance().set_config(cfg)
         run_dir = Path(cfg.hydra.run.dir)
@@ -107,10 +126,19 @@ def train_run(tmp_path, data_dir):
 def cli(tmp_path, data_dir):
     """Run `python -m <module> args...` as a user would, in tmp_path; the CompletedProcess."""
 
-    def run(*args, module="train", timeout=300, env=None):
-        defaults = ([f"paths.runs_dir={tmp_path / 'runs'}", f"paths.data_dir={data_dir}"]
-                    if module == "train" else [])
-        return subprocess.run([sys.executable, "-m", module, *defaults, *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=timeout, env=env)
+    def run(*args, flags=(), module="train", timeout=300, env=None):
+        defaults = (
+            [f"paths.runs_dir={tmp_path / 'runs'}", f"paths.data_dir={data_dir}"]
+            if module == "train"
+            else []
+        )
+        return subprocess.run(
+            [sys.executable, "-m", module, *flags, *defaults, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
 
     return run

@@ -12,12 +12,12 @@ from train import app
 
 CONF = Path(app.CONF_DIR)
 # Group options that need a value only the user can give.
-REQUIRED = {"data/csv": ["data.path=x.csv", "data.target=y"],
-            "data/image_folder": ["data.path=pics"]}
+REQUIRED = {
+    "data/csv": ["data.path=x.csv", "data.target=y"],
+    "data/image_folder": ["data.path=pics"],
+}
 OPTIONS = sorted(
-    p.relative_to(CONF).with_suffix("").as_posix()
-    for p in CONF.rglob("*.yaml")
-    if p.parent != CONF
+    p.relative_to(CONF).with_suffix("").as_posix() for p in CONF.rglob("*.yaml") if p.parent != CONF
 )
 
 

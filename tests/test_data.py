@@ -10,22 +10,33 @@ from train import data as D
 from train.batches import Batches, Normalizer, bounds, epoch_order
 from train.errors import UserError
 
-COMMON = dict(batch_size=16, eval_batch_size=64, val_fraction=0.1, test_fraction=0.0,
-              split_seed=0, normalize=True)
+COMMON = dict(
+    batch_size=16,
+    eval_batch_size=64,
+    val_fraction=0.1,
+    test_fraction=0.0,
+    split_seed=0,
+    normalize=True,
+)
 
 
-@pytest.mark.parametrize("name, shape, n_train, n_test", [
-    ("MNIST", (1, 28, 28), 300, 100),
-    ("FashionMNIST", (1, 28, 28), 300, 100),
-    ("CIFAR10", (3, 32, 32), 300, 60),
-])
+@pytest.mark.parametrize(
+    "name, shape, n_train, n_test",
+    [
+        ("MNIST", (1, 28, 28), 300, 100),
+        ("FashionMNIST", (1, 28, 28), 300, 100),
+        ("CIFAR10", (3, 32, 32), 300, 60),
+    ],
+)
 def test_torchvision_sets_read_real_formats(data_dir, tmp_path, name, shape, n_train, n_test):
     import shutil
 
     root = tmp_path / "d"
     shutil.copytree(data_dir, root)
     first = D.torchvision_data(name, str(root), download=False, **COMMON)
-    assert first.in_shape == shape and first.num_classes == 10 and first.train.x.dtype == torch.uint8
+    assert (
+        first.in_shape == shape and first.num_classes == 10 and first.train.x.dtype == torch.uint8
+    )
     assert len(first.train) + len(first.val) == n_train and len(first.test) == n_test
     # Decoded once: the tensors are cached under the data dir and read back identically.
     assert (root / name / "tensors-train.pt").is_file()
@@ -71,8 +82,9 @@ def test_course_tables():
 
 def test_csv_classification_and_regression(tmp_path):
     f = tmp_path / "t.csv"
-    f.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{'yes' if i % 2 else 'no'}\n"
-                                          for i in range(30)))
+    f.write_text(
+        "a,b,label\n" + "".join(f"{i},{i % 3},{'yes' if i % 2 else 'no'}\n" for i in range(30))
+    )
     d = D.csv(str(f), "label", "classification", **COMMON)
     assert d.class_names == ["no", "yes"] and d.in_shape == (2,) and d.feature_names == ["a", "b"]
     g = tmp_path / "r.csv"
@@ -81,10 +93,13 @@ def test_csv_classification_and_regression(tmp_path):
     assert r.task == "regression" and r.train.y.shape == (30, 1) and r.num_outputs == 1
 
 
-@pytest.mark.parametrize("text, match", [
-    ("a,b\n1,2\n3,4\n", "'label' is not a column.*\\['a', 'b'\\]"),
-    ("a,label\n1,x\nfoo,y\n", "line 3, column 'a': 'foo' is not a number"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a,b\n1,2\n3,4\n", "'label' is not a column.*\\['a', 'b'\\]"),
+        ("a,label\n1,x\nfoo,y\n", "line 3, column 'a': 'foo' is not a number"),
+    ],
+)
 def test_csv_errors_name_the_problem(tmp_path, text, match):
     f = tmp_path / "t.csv"
     f.write_text(text)
@@ -98,7 +113,8 @@ def test_image_folder_reads_pngs(tmp_path):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(6):
                 Image.fromarray(np.full((10, 12, 3), colour + i, np.uint8)).save(
-                    tmp_path / split / c / f"{i}.png")
+                    tmp_path / split / c / f"{i}.png"
+                )
     d = D.image_folder(str(tmp_path), [8, 8], False, 0, **COMMON)
     assert d.class_names == ["cat", "dog"] and d.in_shape == (3, 8, 8) and len(d.test) == 12
     batches = Batches(d.train, 4, Normalizer(d, torch.device("cpu")), torch.device("cpu"))
@@ -126,5 +142,7 @@ def test_batches_cover_each_epoch_once_in_a_seeded_order():
 
 def test_normalisation_uses_training_statistics():
     d = D.synthetic(400, [2, 4, 4], 4, 0, **{**COMMON, "val_fraction": 0.0})
-    x, _ = next(iter(Batches(d.train, 400, Normalizer(d, torch.device("cpu")), torch.device("cpu"))))
+    x, _ = next(
+        iter(Batches(d.train, 400, Normalizer(d, torch.device("cpu")), torch.device("cpu")))
+    )
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-2

@@ -8,11 +8,14 @@ from train.models import CNN, MLP, Linear, check_fits, logistic, softmax
 
 
 @pytest.mark.parametrize("in_shape", [(3,), (1, 8, 8), (3, 32, 32)])
-@pytest.mark.parametrize("build", [
-    lambda s, k: Linear(s, k),
-    lambda s, k: MLP(s, k, hidden=[16, 8], activation="tanh", dropout=0.1, batch_norm=True),
-    lambda s, k: MLP(s, k, hidden=[], activation="sigmoid"),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s, k: Linear(s, k),
+        lambda s, k: MLP(s, k, hidden=[16, 8], activation="tanh", dropout=0.1, batch_norm=True),
+        lambda s, k: MLP(s, k, hidden=[], activation="sigmoid"),
+    ],
+)
 def test_flat_models_forward(in_shape, build):
     model = build(in_shape, 5)
     assert model(torch.randn(4, *in_shape)).shape == (4, 5)
@@ -32,16 +35,19 @@ def test_mlp_layers_match_the_config():
     assert sum(p.numel() for p in model.parameters()) == 784 * 512 + 512 + 512 * 512 + 512 + 5130
 
 
-@pytest.mark.parametrize("build, task, classes, ok", [
-    (logistic, "classification", 2, True),
-    (logistic, "classification", 10, False),
-    (logistic, "regression", None, False),
-    (softmax, "classification", 10, True),
-    (softmax, "classification", 2, False),
-    (softmax, "regression", None, False),
-    (Linear, "regression", None, True),
-    (Linear, "classification", 10, True),
-])
+@pytest.mark.parametrize(
+    "build, task, classes, ok",
+    [
+        (logistic, "classification", 2, True),
+        (logistic, "classification", 10, False),
+        (logistic, "regression", None, False),
+        (softmax, "classification", 10, True),
+        (softmax, "classification", 2, False),
+        (softmax, "regression", None, False),
+        (Linear, "regression", None, True),
+        (Linear, "classification", 10, True),
+    ],
+)
 def test_models_refuse_data_they_are_not_for(build, task, classes, ok):
     model = build((2,), 1)
     if ok:
@@ -51,13 +57,16 @@ def test_models_refuse_data_they_are_not_for(build, task, classes, ok):
             check_fits(model, task, classes)
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: CNN((3,), 2, channels=[4]), "needs image data"),
-    (lambda: CNN((1, 8, 8), 2, channels=[4, 4, 4, 4]), "too often"),
-    (lambda: MLP((3,), 2, hidden=[0]), "at least 1"),
-    (lambda: MLP((3,), 2, hidden=[4], activation="gelu"), "relu"),
-    (lambda: MLP((3,), 2, hidden=[4], dropout=1.0), r"\[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: CNN((3,), 2, channels=[4]), "needs image data"),
+        (lambda: CNN((1, 8, 8), 2, channels=[4, 4, 4, 4]), "too often"),
+        (lambda: MLP((3,), 2, hidden=[0]), "at least 1"),
+        (lambda: MLP((3,), 2, hidden=[4], activation="gelu"), "relu"),
+        (lambda: MLP((3,), 2, hidden=[4], dropout=1.0), r"\[0, 1\)"),
+    ],
+)
 def test_bad_model_options_are_named(make, match):
     with pytest.raises(UserError, match=match):
         make()

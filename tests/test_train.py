@@ -12,8 +12,19 @@ from PIL import Image
 from train.errors import UserError
 
 MODELS = ["linear", "logistic", "softmax", "mlp", "cnn"]
-DATA = ["mnist", "fashion_mnist", "cifar10", "digits", "linear_toy", "quiz_scores",
-        "logistic_points", "softmax_points", "synthetic", "csv", "image_folder"]
+DATA = [
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "digits",
+    "linear_toy",
+    "quiz_scores",
+    "logistic_points",
+    "softmax_points",
+    "synthetic",
+    "csv",
+    "image_folder",
+]
 IMAGES = {"mnist", "fashion_mnist", "cifar10", "digits", "synthetic", "image_folder"}
 KIND = {"linear_toy": "regression", "quiz_scores": "regression", "logistic_points": "binary"}
 
@@ -35,17 +46,26 @@ def user_files(tmp_path_factory) -> dict:
             px = np.zeros((12, 12, 3), np.uint8)
             px[..., c] = 150 + 5 * i
             Image.fromarray(px).save(root / "pics" / colour / f"{i}.png")
-    return {"csv": [f"data.path={root / 'table.csv'}", "data.target=label"],
-            "image_folder": [f"data.path={root / 'pics'}", "data.image_size=[12,12]",
-                             "data.num_workers=0"]}
+    return {
+        "csv": [f"data.path={root / 'table.csv'}", "data.target=label"],
+        "image_folder": [
+            f"data.path={root / 'pics'}",
+            "data.image_size=[12,12]",
+            "data.num_workers=0",
+        ],
+    }
 
 
 def expected_error(model: str, data: str) -> str | None:
     kind = KIND.get(data, "multiclass")
     if model == "cnn" and data not in IMAGES:
         return "needs image data"
-    if (model, kind) in {("logistic", "regression"), ("logistic", "multiclass"),
-                         ("softmax", "regression"), ("softmax", "binary")}:
+    if (model, kind) in {
+        ("logistic", "regression"),
+        ("logistic", "multiclass"),
+        ("softmax", "regression"),
+        ("softmax", "binary"),
+    }:
         return "Use model="
     return None
 
@@ -53,8 +73,12 @@ def expected_error(model: str, data: str) -> str | None:
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_data_pair_trains_or_says_why_not(train_run, user_files, model, data):
-    args = [f"model={model}", f"data={data}", "model.channels=[4,8]" if model == "cnn" else "",
-            *user_files.get(data, [])]
+    args = [
+        f"model={model}",
+        f"data={data}",
+        "model.channels=[4,8]" if model == "cnn" else "",
+        *user_files.get(data, []),
+    ]
     error = expected_error(model, data)
     if error:
         with pytest.raises(UserError, match=error):
@@ -63,7 +87,9 @@ def test_every_model_data_pair_trains_or_says_why_not(train_run, user_files, mod
     run = train_run(*[a for a in args if a])
     metrics = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(metrics["train"]["loss"])
-    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file() and (
+        run / "checkpoints" / "best.pt"
+    ).is_file()
 
 
 def test_linear_regression_recovers_w_and_b(train_run):
@@ -83,8 +109,10 @@ def test_mlp_on_digits_passes_95_percent(train_run):
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.95
 
 
-@pytest.mark.parametrize("preset", sorted(
-    p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "preset",
+    sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml")),
+)
 def test_every_preset_runs_shortened(train_run, preset):
     run = train_run(f"experiment={preset}", "trainer.max_epochs=100", "trainer.max_steps=3")
     metrics = json.loads((run / "metrics.json").read_text())

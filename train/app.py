@@ -49,13 +49,17 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     from train.batches import Batches, Normalizer
     from train.task import Task
 
+    if cfg.resume is None and (run_dir / "checkpoints").exists():  # e.g. two sweeps in a second
+        raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
     resumed = checkpoint.load(rundir.resume_checkpoint(cfg.resume)) if cfg.resume else None
     seed = _seed(cfg.seed, resumed)
     device, why = devices.choose(cfg.trainer.device)
     amp = cfg.trainer.amp.value
     if amp != "off" and device.type != "cuda":
-        raise UserError(f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
-                        "Use trainer.amp=off on the CPU.")
+        raise UserError(
+            f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
+            "Use trainer.amp=off on the CPU."
+        )
     log.info("run dir: %s", run_dir)
     log.info("device: %s (%s); seed %d", device, why, seed)
 
@@ -77,15 +81,23 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     saver = checkpoint.Saver(run_dir / "checkpoints", record, data.meta(), choices)
     state = loop.State()
     if resumed is not None:
-        state = loop.State(**saver.restore(resumed, rundir.resume_checkpoint(cfg.resume), model, optimizer,
-                              scheduler, scaler))
+        state = loop.State(
+            **saver.restore(
+                resumed, rundir.resume_checkpoint(cfg.resume), model, optimizer, scheduler, scaler
+            )
+        )
         log.info("resuming from epoch %d, step %d", state.epoch, state.step)
     _log_data(data, model)
 
     settings = loop.Settings(
-        cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.log_every_n_steps,
-        cfg.trainer.monitor, cfg.trainer.monitor_mode.value, cfg.trainer.patience,
-        cfg.trainer.grad_clip, cfg.trainer.progress.value,
+        cfg.trainer.max_epochs,
+        cfg.trainer.max_steps,
+        cfg.trainer.log_every_n_steps,
+        cfg.trainer.monitor,
+        cfg.trainer.monitor_mode.value,
+        cfg.trainer.patience,
+        cfg.trainer.grad_clip,
+        cfg.trainer.progress.value,
     )
     norm = Normalizer(data, device)
     train_b = Batches(data.train, data.batch_size, norm, device)
@@ -93,21 +105,38 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     writer = board.open_writer(run_dir, state.step if resumed is not None else None)
     try:
         state = loop.fit(
-            model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
-            autocast=autocast, writer=writer,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            task,
+            train_b,
+            val_b,
+            settings,
+            state,
+            seed,
+            autocast=autocast,
+            writer=writer,
             save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
         )
         best = saver.path("best")
         checkpoint.load_model(model, checkpoint.load(best)["model"], best)
         results, confusion = report.score(model, data, task, device, autocast)
-        summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
-                   "steps": state.step, "seed": seed, "monitor": settings.monitor}
+        summary = {
+            **results,
+            "best_step": state.best_step,
+            "epochs": state.epoch,
+            "steps": state.step,
+            "seed": seed,
+            "monitor": settings.monitor,
+        }
         if confusion is not None:
             summary["confusion_matrix"] = confusion.tolist()
         report.write_json(run_dir / "metrics.json", summary)
         board.hparams(writer, _hparams(record, choices), _flat(results), state.step)
-        report.pictures(writer, model, data, task, device, confusion,
-                        cfg.trainer.num_sample_images, state.step)
+        report.pictures(
+            writer, model, data, task, device, confusion, cfg.trainer.num_sample_images, state.step
+        )
     finally:
         writer.close()
     _log_results(results, OmegaConf.to_container(cfg.expect))
@@ -138,12 +167,19 @@ def _optimizer(cfg_optim: DictConfig, model):
 
 
 def _log_data(data, model) -> None:
-    sizes = ", ".join(f"{n} {len(s)}" for n in ("train", "val", "test")
-                      if (s := getattr(data, n)) is not None)
+    sizes = ", ".join(
+        f"{n} {len(s)}" for n in ("train", "val", "test") if (s := getattr(data, n)) is not None
+    )
     params = sum(p.numel() for p in model.parameters())
-    log.info("data: %s, inputs %s, %s (%s); model %s, %s parameters", data.task,
-             tuple(data.in_shape), f"{data.num_classes} classes" if data.num_classes else
-             f"{data.num_outputs} target(s)", sizes, type(model).__name__, f"{params:,}")
+    log.info(
+        "data: %s, inputs %s, %s (%s); model %s, %s parameters",
+        data.task,
+        tuple(data.in_shape),
+        f"{data.num_classes} classes" if data.num_classes else f"{data.num_outputs} target(s)",
+        sizes,
+        type(model).__name__,
+        f"{params:,}",
+    )
 
 
 def _flat(results: dict) -> dict:
@@ -161,8 +197,14 @@ def _hparams(record: dict, choices: dict) -> dict:
             elif k not in ("_target_", "_partial_") and v is not None:
                 out[f"{prefix}{k}"] = v
 
-    walk({k: record[k] for k in ("data", "model", "optim", "sched", "trainer", "seed")
-          if record.get(k) is not None and k != "seed"}, "")
+    walk(
+        {
+            k: record[k]
+            for k in ("data", "model", "optim", "sched", "trainer", "seed")
+            if record.get(k) is not None and k != "seed"
+        },
+        "",
+    )
     out["seed"] = record["seed"]
     return out
 
@@ -175,5 +217,10 @@ def _log_results(results: dict, expect: dict) -> None:
         op, target = str(goal).split()[0], float(str(goal).split()[1])
         value = flat.get(key)
         ok = value is not None and (value >= target if op == ">=" else value <= target)
-        log.info("expected %s %s: %s (%s)", key, goal, "reached" if ok else "NOT reached",
-                 "missing" if value is None else f"{value:.4g}")
+        log.info(
+            "expected %s %s: %s (%s)",
+            key,
+            goal,
+            "reached" if ok else "NOT reached",
+            "missing" if value is None else f"{value:.4g}",
+        )

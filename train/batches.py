@@ -43,7 +43,12 @@ class Batches:
     """One split's batches on `device`, normalised; the whole split moved there once."""
 
     def __init__(self, split: Split, batch_size: int, normalize: Normalizer, device: torch.device):
-        self.split, self.batch_size, self.normalize, self.device = split, batch_size, normalize, device
+        self.split, self.batch_size, self.normalize, self.device = (
+            split,
+            batch_size,
+            normalize,
+            device,
+        )
         if isinstance(split, TensorSplit):
             self.x, self.y = split.x.to(device), split.y.to(device)
 
@@ -69,8 +74,11 @@ class Batches:
         idx = order.tolist() if order is not None else list(range(len(self.split)))
         sampler = [idx[s:e] for s, e in pairs]
         loader = torch.utils.data.DataLoader(
-            self.split.dataset, batch_sampler=sampler, num_workers=self.split.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            self.split.dataset,
+            batch_sampler=sampler,
+            num_workers=self.split.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
         )
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)

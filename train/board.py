@@ -10,8 +10,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
-    """A writer for the run dir; on resume, events after the checkpoint's step are purged."""
-    return SummaryWriter(str(run_dir), purge_step=resume_step)
+    """A writer for the run dir; on resume, events logged after the checkpoint's step (by the
+    interrupted run) are purged, so curves continue without duplicated steps."""
+    return SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
 
 
 def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: int) -> None:
@@ -22,8 +23,9 @@ def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: 
 def hparams(writer: SummaryWriter, params: dict, results: dict[str, float], step: int) -> None:
     """One HPARAMS entry for the run, so sweeps compare side by side."""
     clean = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
-    writer.add_hparams(clean, {f"hparam/{k}": v for k, v in results.items()}, run_name=".",
-                       global_step=step)
+    writer.add_hparams(
+        clean, {f"hparam/{k}": v for k, v in results.items()}, run_name=".", global_step=step
+    )
 
 
 def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4) -> Tensor:
@@ -37,8 +39,12 @@ def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
         tile = Image.new("RGB", (max(pil.width, 48), pil.height + 14), "white")
         tile.paste(pil, (0, 0))
-        ImageDraw.Draw(tile).text((1, pil.height + 1), f"{p}/{t}"[:12], font=_font(),
-                                  fill=(0, 128, 0) if p == t else (200, 0, 0))
+        ImageDraw.Draw(tile).text(
+            (1, pil.height + 1),
+            f"{p}/{t}"[:12],
+            font=_font(),
+            fill=(0, 128, 0) if p == t else (200, 0, 0),
+        )
         tiles.append(torch.from_numpy(_array(tile)).permute(2, 0, 1))
     from torchvision.utils import make_grid  # lazily: importing torchvision costs seconds
 
@@ -59,8 +65,12 @@ def confusion_image(cm: Tensor, names: list[str], cell: int = 28) -> Tensor:
             shade = int(255 * (1 - rows[i, j].item()))
             x, y = margin + j * cell, margin + i * cell
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255))
-            draw.text((x + 2, y + 8), str(int(cm[i, j])), font=_font(),
-                      fill="white" if shade < 128 else "black")
+            draw.text(
+                (x + 2, y + 8),
+                str(int(cm[i, j])),
+                font=_font(),
+                fill="white" if shade < 128 else "black",
+            )
     draw.text((margin, margin - 14), "predicted ->", font=_font(), fill="gray")
     return torch.from_numpy(_array(img)).permute(2, 0, 1)
 

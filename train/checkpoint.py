@@ -48,7 +48,9 @@ def load(path: Path) -> dict:
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist.") from None
     except pickle.UnpicklingError as e:
-        lines = [ln for ln in str(e).splitlines() if "Unsupported" in ln] or [str(e).splitlines()[0]]
+        lines = [ln for ln in str(e).splitlines() if "Unsupported" in ln] or [
+            str(e).splitlines()[0]
+        ]
         raise UserError(
             f"checkpoint {path} was refused: it holds more than tensors and plain values, and "
             f"unpickling it could run code ({lines[0].strip()}). Only load files you trust, and "
@@ -72,9 +74,11 @@ def load_model(model: nn.Module, state: dict, source: Path) -> None:
         if state[k].shape != own[k].shape
     ]
     if missing or unexpected or shapes:
-        parts = [f"missing keys {missing}" if missing else "",
-                 f"unexpected keys {unexpected}" if unexpected else "",
-                 f"shape mismatches (checkpoint vs model) {shapes}" if shapes else ""]
+        parts = [
+            f"missing keys {missing}" if missing else "",
+            f"unexpected keys {unexpected}" if unexpected else "",
+            f"shape mismatches (checkpoint vs model) {shapes}" if shapes else "",
+        ]
         raise UserError(
             f"checkpoint {source} does not fit this model: "
             + "; ".join(p for p in parts if p)
@@ -118,28 +122,33 @@ class Saver:
         return self.dir / f"{name}.pt"
 
     def save(self, name: str, model, optimizer, scheduler, scaler, state) -> None:
-        save(self.path(name), {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict(),
-            "state": state.to_dict(),
-            "rng": rng_state(),
-            "config": self.config,  # resolved, with the seed actually used
-            "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
-            "choices": self.choices,
-            "torch": str(torch.__version__),
-        })
+        save(
+            self.path(name),
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict(),
+                "state": state.to_dict(),
+                "rng": rng_state(),
+                "config": self.config,  # resolved, with the seed actually used
+                "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
+                "choices": self.choices,
+                "torch": str(torch.__version__),
+            },
+        )
 
     @staticmethod
     def restore(blob: dict, source: Path, model, optimizer, scheduler, scaler) -> dict:
-        """Put the checkpoint's weights, optimizer, scheduler, scaler and RNGs back; its loop state."""
+        """Put back weights, optimizer, scheduler, scaler and RNGs; return the loop state."""
         load_model(model, blob["model"], source)
         try:
             optimizer.load_state_dict(blob["optimizer"])
         except (ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {source}: its optimizer state does not fit optim ({e}); "
-                            "resume with the run's own optim config.") from None
+            raise UserError(
+                f"checkpoint {source}: its optimizer state does not fit optim ({e}); "
+                "resume with the run's own optim config."
+            ) from None
         if scheduler is not None and blob["scheduler"] is not None:
             scheduler.load_state_dict(blob["scheduler"])
         if blob["scaler"]:

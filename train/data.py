@@ -144,7 +144,9 @@ COURSE_TABLES = {
 def course_table(name: str, **common) -> Data:
     """One of the course's tiny tabular examples, by name."""
     if name not in COURSE_TABLES:
-        raise UserError(f"data.name={name!r} is not a course table; use one of {list(COURSE_TABLES)}.")
+        raise UserError(
+            f"data.name={name!r} is not a course table; use one of {list(COURSE_TABLES)}."
+        )
     x, y, task = COURSE_TABLES[name]
     x = torch.tensor(x, dtype=torch.float32)
     if task == "regression":
@@ -208,7 +210,9 @@ def csv(path: str, target: str, task, **common) -> Data:
     return data
 
 
-def image_folder(path: str, image_size: list[int], grayscale: bool, num_workers: int, **common) -> Data:
+def image_folder(
+    path: str, image_size: list[int], grayscale: bool, num_workers: int, **common
+) -> Data:
     """Images on disk in torchvision's ImageFolder layout (one folder per class).
 
     `path/train` and `path/test` folders, when both exist, are the train and test splits.
@@ -233,18 +237,32 @@ def image_folder(path: str, image_size: list[int], grayscale: bool, num_workers:
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"data.path={path} is not a usable image folder: {e}") from None
     if test is not None and test.classes != train.classes:
-        raise UserError(f"{root}/test has classes {test.classes}, {root}/train has {train.classes}.")
+        raise UserError(
+            f"{root}/test has classes {test.classes}, {root}/train has {train.classes}."
+        )
     wrap = lambda ds: FolderSplit(ds, num_workers)  # noqa: E731
-    return _build(wrap(train), test and wrap(test), "classification", train.classes, scale=255.0,
-                  **common)
+    return _build(
+        wrap(train), test and wrap(test), "classification", train.classes, scale=255.0, **common
+    )
 
 
 # --- shared -----------------------------------------------------------------------------------
 
 
-def _build(train: Split, test: Split | None, task: str, class_names: list[str] | None, *,
-           scale: float, batch_size: int, eval_batch_size: int, val_fraction: float,
-           test_fraction: float, split_seed: int, normalize: bool) -> Data:
+def _build(
+    train: Split,
+    test: Split | None,
+    task: str,
+    class_names: list[str] | None,
+    *,
+    scale: float,
+    batch_size: int,
+    eval_batch_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    normalize: bool,
+) -> Data:
     _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(len(train) * test_fraction) if test is None else 0
@@ -256,17 +274,28 @@ def _build(train: Split, test: Split | None, task: str, class_names: list[str] |
         )
     if n_test:
         test = _subset(train, order[:n_test])
-    val = _subset(train, order[n_test:n_test + n_val]) if n_val else None
-    train = _subset(train, order[n_test + n_val:])
+    val = _subset(train, order[n_test : n_test + n_val]) if n_val else None
+    train = _subset(train, order[n_test + n_val :])
     if task == "classification" and (class_names is None or len(class_names) < 2):
         raise UserError(f"classification needs at least 2 classes; the data has {class_names}.")
     sample = train.x[:1] if isinstance(train, TensorSplit) else train.dataset[0][0][None]
     mean, std = _moments(train, scale) if normalize else (None, None)
     if mean is None:
         mean, std = torch.zeros(sample.shape[1]), torch.ones(sample.shape[1])
-    return Data(train, val, test, task, tuple(sample.shape[1:]),
-                len(class_names) if task == "classification" else None,
-                class_names, scale, mean, std, batch_size, eval_batch_size)
+    return Data(
+        train,
+        val,
+        test,
+        task,
+        tuple(sample.shape[1:]),
+        len(class_names) if task == "classification" else None,
+        class_names,
+        scale,
+        mean,
+        std,
+        batch_size,
+        eval_batch_size,
+    )
 
 
 def _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction) -> None:
@@ -293,12 +322,17 @@ def _moments(split: Split, scale: float) -> tuple[Tensor, Tensor]:
         dims = [0, 2, 3] if x.dim() == 4 else [0]
         mean, std = x.mean(dims), x.std(dims) if len(x) > 1 else torch.ones(x.shape[1])
     else:
-        loader = torch.utils.data.DataLoader(split.dataset, batch_size=256,
-                                             num_workers=split.num_workers)
+        loader = torch.utils.data.DataLoader(
+            split.dataset, batch_size=256, num_workers=split.num_workers
+        )
         total, sq, n = 0.0, 0.0, 0
         for xb, _ in loader:
             xb = xb.double() / scale
-            total, sq, n = total + xb.sum([0, 2, 3]), sq + (xb**2).sum([0, 2, 3]), n + xb[:, 0].numel()
+            total, sq, n = (
+                total + xb.sum([0, 2, 3]),
+                sq + (xb**2).sum([0, 2, 3]),
+                n + xb[:, 0].numel(),
+            )
         mean = (total / n).float()
         std = (sq / n - (total / n) ** 2).clamp_min(0).sqrt().float()
     return mean, torch.where(std > 0, std, torch.ones_like(std))

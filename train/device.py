@@ -13,7 +13,9 @@ def choose(requested: str) -> tuple[torch.device, str]:
     """The device to train on and a one-line reason for the choice."""
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})"
+            return torch.device(
+                "cuda"
+            ), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})"
         return torch.device("cpu"), f"auto: no CUDA device, falling back to CPU ({_why_no_cuda()})"
     if requested == "cpu":
         return torch.device("cpu"), "requested"

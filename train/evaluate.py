@@ -34,8 +34,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size)
 
 
-def evaluate_run(run: Path, which: str, split: str, device_name: str,
-                 batch_size: int | None = None) -> dict:
+def evaluate_run(
+    run: Path, which: str, split: str, device_name: str, batch_size: int | None = None
+) -> dict:
     """Score `run`'s `which` checkpoint on `split`; returns what it saves."""
     import torch
     from hydra.utils import instantiate
@@ -45,12 +46,16 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
     from train.task import Task
 
     if split not in SPLITS or which not in ("best", "last"):
-        raise UserError(f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
-                        "checkpoint best or last.")
+        raise UserError(
+            f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
+            "checkpoint best or last."
+        )
     path = run / "checkpoints" / f"{which}.pt"
     if not path.is_file():
-        raise UserError(f"run={run} has no {which} checkpoint ({path} does not exist); give a run "
-                        "directory that trained at least one epoch.")
+        raise UserError(
+            f"run={run} has no {which} checkpoint ({path} does not exist); give a run "
+            "directory that trained at least one epoch."
+        )
     blob = checkpoint.load(path)
     device, why = choose(device_name)
     meta = blob["data"]
@@ -62,21 +67,35 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
     if getattr(data, split) is None:
         have = [s for s in SPLITS if getattr(data, s) is not None]
         raise UserError(f"split={split}: this run's data has no {split} split; it has {have}.")
-    model = instantiate(blob["config"]["model"], in_shape=tuple(meta["in_shape"]),
-                        num_outputs=meta["num_outputs"])
+    model = instantiate(
+        blob["config"]["model"], in_shape=tuple(meta["in_shape"]), num_outputs=meta["num_outputs"]
+    )
     checkpoint.load_model(model, blob["model"], path)
     model.to(device)
     task = Task(meta["task"], meta["num_classes"])
     results, confusion = report.score(model, data, task, device, nullcontext, splits=(split,))
-    out = {"run": str(run), "checkpoint": str(path), "split": split, "step": blob["state"]["step"],
-           "metrics": results[split]}
-    log.info("%s on %s (%s, %s): %s", path, split, device, why,
-             " ".join(f"{k} {v:.4g}" for k, v in results[split].items()))
+    out = {
+        "run": str(run),
+        "checkpoint": str(path),
+        "split": split,
+        "step": blob["state"]["step"],
+        "metrics": results[split],
+    }
+    log.info(
+        "%s on %s (%s, %s): %s",
+        path,
+        split,
+        device,
+        why,
+        " ".join(f"{k} {v:.4g}" for k, v in results[split].items()),
+    )
     if confusion is not None:
         out["confusion_matrix"] = confusion.tolist()
-        log.info("confusion matrix (rows true, columns predicted; classes %s):\n%s",
-                 meta["class_names"], "\n".join(" ".join(f"{v:5d}" for v in row)
-                                                  for row in confusion.tolist()))
+        log.info(
+            "confusion matrix (rows true, columns predicted; classes %s):\n%s",
+            meta["class_names"],
+            "\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion.tolist()),
+        )
     dest = report.unused_path(run / f"evaluation-{split}.json")
     report.write_json(dest, out)
     log.info("saved %s", dest)

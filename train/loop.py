@@ -48,9 +48,18 @@ class State:
         return asdict(self)
 
 
-def train_steps(model: nn.Module, batches: Iterable, optimizer, task: Task, meter: Meter, *,
-                autocast: Callable[[], AbstractContextManager], scaler, grad_clip: float | None,
-                after_step: Callable[[torch.Tensor], bool]) -> int:
+def train_steps(
+    model: nn.Module,
+    batches: Iterable,
+    optimizer,
+    task: Task,
+    meter: Meter,
+    *,
+    autocast: Callable[[], AbstractContextManager],
+    scaler,
+    grad_clip: float | None,
+    after_step: Callable[[torch.Tensor], bool],
+) -> int:
     """Train on `batches` until they run out or `after_step` says stop; return the step count."""
     model.train()
     steps = 0
@@ -73,8 +82,9 @@ def train_steps(model: nn.Module, batches: Iterable, optimizer, task: Task, mete
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches, task: Task,
-             autocast: Callable[[], AbstractContextManager]) -> Meter:
+def evaluate(
+    model: nn.Module, batches: Batches, task: Task, autocast: Callable[[], AbstractContextManager]
+) -> Meter:
     """One pass over `batches` without gradients; the filled meter."""
     model.eval()
     meter = task.meter(batches.device)
@@ -85,9 +95,23 @@ def evaluate(model: nn.Module, batches: Batches, task: Task,
     return meter
 
 
-def fit(model, optimizer, scheduler, scaler, task: Task, train: Batches, val: Batches | None,
-        s: Settings, state: State, seed: int, *, autocast, writer, save) -> State:
-    """Train until max_epochs, max_steps or early stopping; `save(name, state)` writes a checkpoint."""
+def fit(
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    task: Task,
+    train: Batches,
+    val: Batches | None,
+    s: Settings,
+    state: State,
+    seed: int,
+    *,
+    autocast,
+    writer,
+    save,
+) -> State:
+    """Train to max_epochs, max_steps or early stop; `save(name, state)` writes a checkpoint."""
     monitor_split = "val" if val is not None else "train"
     while state.epoch < s.max_epochs and not state.stopped_early and not _limit(s, state):
         start, t0 = state.batch_in_epoch, time.perf_counter()
@@ -102,8 +126,17 @@ def fit(model, optimizer, scheduler, scaler, task: Task, train: Batches, val: Ba
                 writer.add_scalar("train/loss_step", loss.item(), state.step)
             return _limit(s, state)
 
-        done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
-                           scaler=scaler, grad_clip=s.grad_clip, after_step=after_step)
+        done = train_steps(
+            model,
+            batches,
+            optimizer,
+            task,
+            meter,
+            autocast=autocast,
+            scaler=scaler,
+            grad_clip=s.grad_clip,
+            after_step=after_step,
+        )
         state.batch_in_epoch = start + done
         if state.batch_in_epoch == len(train):
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -127,7 +160,9 @@ def _limit(s: Settings, state: State) -> bool:
 
 def _watch(value: float, s: Settings, state: State) -> bool:
     """Track the best monitored value and early stopping; True when this one is the best."""
-    better = state.best is None or (value < state.best if s.monitor_mode == "min" else value > state.best)
+    better = state.best is None or (
+        value < state.best if s.monitor_mode == "min" else value > state.best
+    )
     if better and not math.isnan(value):
         state.best, state.best_step, state.bad_epochs = value, state.step, 0
         return True
@@ -149,7 +184,18 @@ def _report(writer, results, optimizer, state: State, s: Settings, seconds: floa
         f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         for split, metrics in results.items()
     ]
-    where = f"epoch {state.epoch}/{s.max_epochs}" if state.batch_in_epoch == 0 else (
-        f"epoch {state.epoch + 1} (stopped at batch {state.batch_in_epoch}, step {state.step})")
-    log.info("%s | %s | lr %.3g | %.1fs, %.0f samples/s", where, " | ".join(parts), lr, seconds,
-             n / max(seconds, 1e-9))
+    where = (
+        f"epoch {state.epoch}/{s.max_epochs}"
+        if state.batch_in_epoch == 0
+        else (
+            f"epoch {state.epoch + 1} (stopped at batch {state.batch_in_epoch}, step {state.step})"
+        )
+    )
+    log.info(
+        "%s | %s | lr %.3g | %.1fs, %.0f samples/s",
+        where,
+        " | ".join(parts),
+        lr,
+        seconds,
+        n / max(seconds, 1e-9),
+    )

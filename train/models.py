@@ -39,8 +39,11 @@ def softmax(in_shape, num_outputs: int) -> Linear:
     return Linear(in_shape, num_outputs, kind="multiclass")
 
 
-SUGGEST = {"regression": "linear (or mlp)", "binary": "logistic (or mlp)",
-           "multiclass": "softmax (or mlp, cnn)"}
+SUGGEST = {
+    "regression": "linear (or mlp)",
+    "binary": "logistic (or mlp)",
+    "multiclass": "softmax (or mlp, cnn)",
+}
 
 
 def check_fits(model: nn.Module, task: str, num_classes: int | None) -> None:
@@ -59,8 +62,9 @@ def check_fits(model: nn.Module, task: str, num_classes: int | None) -> None:
 class MLP(nn.Sequential):
     """Fully connected layers: [Linear, (BatchNorm), activation, (Dropout)] per hidden size."""
 
-    def __init__(self, in_shape, num_outputs: int, hidden, activation="relu", dropout=0.0,
-                 batch_norm=False):
+    def __init__(
+        self, in_shape, num_outputs: int, hidden, activation="relu", dropout=0.0, batch_norm=False
+    ):
         act = _choice("model.activation", activation, ACTIVATIONS)
         _check_dropout(dropout)
         if any(h < 1 for h in hidden):
@@ -82,8 +86,17 @@ class MLP(nn.Sequential):
 class CNN(nn.Module):
     """Conv blocks [Conv, (BatchNorm), ReLU, Pool 2x2] per channel count, then a small MLP head."""
 
-    def __init__(self, in_shape, num_outputs: int, channels, kernel_size=3, pool="max",
-                 dropout=0.25, batch_norm=False, head=128):
+    def __init__(
+        self,
+        in_shape,
+        num_outputs: int,
+        channels,
+        kernel_size=3,
+        pool="max",
+        dropout=0.25,
+        batch_norm=False,
+        head=128,
+    ):
         super().__init__()
         if len(in_shape) != 3:
             raise UserError(
@@ -112,8 +125,12 @@ class CNN(nn.Module):
             )
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * h * w, head), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(head, num_outputs),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in * h * w, head),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(head, num_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

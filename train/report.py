@@ -45,7 +45,9 @@ def unused_path(path: Path) -> Path:
 def pictures(writer, model, data: Data, task: Task, device, confusion, count: int, step: int):
     """The confusion matrix and a grid of sample inputs labelled predicted/true."""
     if confusion is not None:
-        writer.add_image("confusion_matrix", board.confusion_image(confusion, data.class_names), step)
+        writer.add_image(
+            "confusion_matrix", board.confusion_image(confusion, data.class_names), step
+        )
     split = data.test or data.val or data.train
     if not (data.is_image and isinstance(split, TensorSplit) and count > 0):
         return
@@ -54,6 +56,7 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
         model.eval()
         pred = task.predict(model(Normalizer(data, device)(x.to(device)))).cpu()
     names = data.class_names
-    grid = board.sample_grid(x.float() / data.scale, [names[i] for i in pred],
-                             [names[i] for i in split.y[:count]])
+    grid = board.sample_grid(
+        x.float() / data.scale, [names[i] for i in pred], [names[i] for i in split.y[:count]]
+    )
     writer.add_image("samples (predicted/true)", grid, step)

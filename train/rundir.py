@@ -36,6 +36,11 @@ def run_dir(runs_dir: str, name: str, resume: str | None) -> str:
     return _chosen[key]
 
 
+def forget() -> None:
+    """Forget the answers given so far: for code that composes several runs in one process."""
+    _chosen.clear()
+
+
 def config_subdir(resume: str | None) -> str:
     """Where Hydra saves this invocation's config: `.hydra`, or a new one beside it on resume."""
     if resume is None:

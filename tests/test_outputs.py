@@ -1,0 +1,128 @@
+"""What a run leaves behind: checkpoints that load into fresh models and reproduce the logged
+metrics, TensorBoard events TensorBoard itself can read, resume, evaluation, no overwrites."""
+
+import contextlib
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import data as D
+from train import rundir
+from train.batches import Batches, Normalizer
+from train.errors import UserError
+from train.evaluate import evaluate_run
+from train.loop import evaluate
+from train.task import Task
+
+DIGITS = ["data=digits", "optim=adam", "optim.lr=0.003", "trainer.max_epochs=3"]
+
+
+def events(run):
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture
+def digits_run(train_run):
+    return train_run(*DIGITS)
+
+
+def test_checkpoint_loads_into_a_fresh_model_and_reproduces_the_logged_val_metric(digits_run):
+    blob = torch.load(digits_run / "checkpoints" / "best.pt", weights_only=True)
+    model = instantiate(blob["config"]["model"], in_shape=(1, 8, 8), num_outputs=10)
+    model.load_state_dict(blob["model"])  # a plain state_dict, straight into a fresh model
+    data = instantiate(blob["config"]["data"])
+    cpu = torch.device("cpu")
+    val = Batches(data.val, 64, Normalizer(data, cpu), cpu)
+    got = evaluate(model, val, Task("classification", 10), contextlib.nullcontext).compute()
+    logged = {e.step: e.value for e in events(digits_run).Scalars("val/accuracy")}
+    assert got["accuracy"] == pytest.approx(logged[blob["state"]["best_step"]], abs=1e-6)
+    assert json.loads((digits_run / "metrics.json").read_text())["val"][
+        "accuracy"
+    ] == pytest.approx(got["accuracy"], abs=1e-9)
+
+
+def test_tensorboard_holds_the_expected_tags(digits_run):
+    acc = events(digits_run)
+    scalars = set(acc.Tags()["scalars"])
+    for split in ("train", "val"):
+        assert {f"{split}/{m}" for m in ("loss", "accuracy", "precision", "recall")} <= scalars
+    assert {"train/loss_step", "lr"} <= scalars
+    assert {"confusion_matrix", "samples (predicted/true)"} <= set(acc.Tags()["images"])
+    assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
+    assert [e.step for e in acc.Scalars("val/loss")] == [40, 80, 120]  # one per epoch
+
+
+def test_regression_logs_mse_mae_r2(train_run):
+    run = train_run("experiment=linear_regression", "trainer.max_epochs=5")
+    assert {"train/mse", "train/mae", "train/r2"} <= set(events(run).Tags()["scalars"])
+
+
+def test_resume_continues_from_the_saved_epoch_in_the_same_run(train_run):
+    run = train_run(*DIGITS[:-1], "trainer.max_epochs=2")
+    again = train_run(*DIGITS[:-1], "trainer.max_epochs=4", f"resume={run}")
+    assert again == run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["steps"]) == (4, 160)
+    steps = [e.step for e in events(run).Scalars("val/loss")]
+    assert steps == [40, 80, 120, 160]  # continued, nothing duplicated
+
+
+def test_resume_of_another_model_names_the_mismatch(train_run):
+    run = train_run(*DIGITS[:-1], "trainer.max_epochs=1")
+    with pytest.raises(UserError) as e:
+        train_run(*DIGITS[:-1], "model.hidden=[32]", f"resume={run}")
+    assert "shape mismatches" in e.value.message and "unexpected keys" in e.value.message
+
+
+def test_resume_pointing_at_nothing(tmp_path):
+    with pytest.raises(UserError, match="points at nothing"):
+        rundir.resumed_run_dir(str(tmp_path / "gone"))
+
+
+def test_evaluate_matches_the_run_and_never_overwrites(digits_run):
+    out = evaluate_run(digits_run, "best", "test", "cpu")
+    saved = json.loads((digits_run / "metrics.json").read_text())["test"]
+    assert out["metrics"] == pytest.approx(saved)
+    assert len(out["confusion_matrix"]) == 10
+    evaluate_run(digits_run, "best", "test", "cpu")
+    assert (digits_run / "evaluation-test.json").is_file()
+    assert (digits_run / "evaluation-test-1.json").is_file()
+
+
+def test_a_new_run_never_reuses_an_existing_dir(tmp_path):
+    first = rundir._fresh(tmp_path / "runs")
+    (first / "keep.txt").write_text("mine")
+    second = rundir._fresh(tmp_path / "runs")
+    assert second != first and (first / "keep.txt").read_text() == "mine"
+
+
+def test_seed_null_draws_and_records_a_seed(train_run):
+    run = train_run("data=digits", "seed=null")
+    seed = json.loads((run / "metrics.json").read_text())["seed"]
+    blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert isinstance(seed, int) and blob["config"]["seed"] == seed
+
+
+def test_same_seed_same_weights(train_run):
+    a = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cached_digits_are_identical_to_sklearns(tmp_path):
+    kw = dict(
+        batch_size=8,
+        eval_batch_size=8,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        split_seed=0,
+        normalize=False,
+    )
+    fresh, cached = D.digits(str(tmp_path), **kw), D.digits(str(tmp_path), **kw)
+    assert (tmp_path / "digits" / "tensors.pt").is_file()
+    assert torch.equal(fresh.train.x, cached.train.x)
