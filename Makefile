@@ -5,25 +5,67 @@ SHELL := /bin/bash
 UV ?= uv
 ARGS ?=
 PYTEST_ARGS ?=
+DATA ?= mnist
 RUN := $(UV) run --frozen
+COMPOSE := docker compose
 
-.PHONY: help venv train evaluate test test-all lint lock tensorboard
+.PHONY: volumes
+.PHONY: help venv test test-docker lint lock build train shell evaluate data doctor \
+        tensorboard train-local tensorboard-local base-image
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+# --- Docker (the product's front door) -----------------------------------------------------
+
+.env: ## Write .env with your UID/GID, so files in runs/ and data/ belong to you
+	@printf 'UID=%s\nGID=%s\n' "$$(id -u)" "$$(id -g)" > $@
+	@echo "wrote .env (UID=$$(id -u) GID=$$(id -g)); see .env.example for the other settings"
+
+volumes:
+	@mkdir -p runs data  # made by you, not by the Docker daemon as root
+
+build: .env ## Build the CPU and CUDA images
+	$(COMPOSE) build
+
+train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=digits"
+	$(COMPOSE) run --rm train $(ARGS)
+
+evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
+	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)
+
+data: .env volumes ## Download a data set into ./data once: make data DATA=mnist
+	$(COMPOSE) run --rm train-fetch data=$(DATA)
+
+doctor: .env volumes ## Check GPU, shared memory, volumes and disk in the image
+	$(COMPOSE) run --rm train-doctor
+
+tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (Ctrl-C stops)
+	$(COMPOSE) up tensorboard
+
+shell: .env volumes ## A shell in the CPU image, with ./data and ./runs mounted
+	$(COMPOSE) run --rm train bash
+
+base-image: ## Build the Python base image locally (no registry access; see README)
+	docker/base-image.sh
+
+# --- Native ----------------------------------------------------------------------------------
 
 venv: ## Create .venv exactly as uv.lock pins it (needs uv: pip install uv)
 	$(UV) sync --frozen
 
-train: venv ## Train natively: make train ARGS="model=cnn data=fashion_mnist trainer.max_epochs=5"
+train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)
 
-evaluate: venv ## Score a run's best checkpoint on its test split: make evaluate RUN_DIR=runs/...
-	$(RUN) python -m train.evaluate run=$(RUN_DIR)
+tensorboard-local: venv ## Serve ./runs natively at http://127.0.0.1:6006
+	$(RUN) tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
-test: venv ## Run the test suite (fast tier; docker/slow/gpu tests are separate)
+test: venv ## Run the test suite (everything but the docker, slow and gpu tiers)
 	$(RUN) pytest $(PYTEST_ARGS)
+
+test-docker: venv ## Build and run the images on a real Docker engine (docker tier)
+	$(RUN) pytest -m docker $(PYTEST_ARGS)
 
 lint: venv ## ruff: lint and format check
 	$(RUN) ruff check train tests
@@ -31,6 +73,3 @@ lint: venv ## ruff: lint and format check
 
 lock: ## Refresh uv.lock after editing pyproject.toml
 	$(UV) lock
-
-tensorboard: venv ## Serve runs/ at http://127.0.0.1:6006
-	$(RUN) tensorboard --logdir runs --host 127.0.0.1 --port 6006

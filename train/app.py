@@ -44,7 +44,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps)."""
     import torch
 
-    from train import board, checkpoint, loop, models, report
+    from train import board, checkpoint, doctor, loop, models, report
     from train import device as devices
     from train.batches import Batches, Normalizer
     from train.task import Task
@@ -62,6 +62,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
         )
     log.info("run dir: %s", run_dir)
     log.info("device: %s (%s); seed %d", device, why, seed)
+    workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
+    for warning in doctor.warnings(Path(cfg.paths.data_dir), workers):
+        log.warning("warning: %s", warning)
 
     data = instantiate(cfg.data)
     task = Task(data.task, data.num_classes)

@@ -349,16 +349,18 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     cls = getattr(datasets, name)
     try:
         ds = cls(root, train=train, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
+    except (RuntimeError, OSError) as e:  # not found, failed checksum, no network, proxy, DNS
+        where = Path(root).resolve()
+        if download:
+            raise UserError(
+                f"could not download {name} into {where} ({e}). With no network, fetch it once "
+                f"where there is one (`make data DATA={name.lower()}`) and copy the data dir, "
+                "or train offline with data=digits."
+            ) from None
         raise UserError(
-            f"{name} ({part} split) is not in {Path(root).resolve()} ({e}) and data.download is "
-            f"false. Run once with data.download=true where there is network (or `make data "
+            f"{name} ({part} split) is not in {where} ({e}) and data.download is false. Run "
+            f"once with data.download=true where there is network (or `make data "
             f"DATA={name.lower()}`), or train offline with data=digits."
-        ) from None
-    except OSError as e:  # URLError and friends: no network, proxy, DNS
-        raise UserError(
-            f"could not download {name} into {Path(root).resolve()}: {e}. With no network, put "
-            f"the files there by hand (torchvision's layout) or train offline with data=digits."
         ) from None
     x = torch.as_tensor(ds.data)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)

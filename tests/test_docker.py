@@ -1,0 +1,237 @@
+"""The images, built and run by a real Docker engine with Docker Compose v2, as users run them.
+
+Needs a running engine and the base image (docker/engine-up.sh and docker/base-image.sh do both
+on a Debian host; .ci/run calls them). The torch index is the default one here: the PyTorch
+wheel index cannot be reached from our CI machines.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Host dirs for /data and /runs, and a `compose(...)` that runs docker compose on them."""
+    home = tmp_path_factory.mktemp("compose")
+    (home / "data").mkdir()
+    (home / "runs").mkdir()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(home / "data"),
+        "RUNS_DIR": str(home / "runs"),
+        "UID": str(os.getuid()),
+        "GID": str(os.getgid()),
+        "TORCH_INDEX_CPU": "",
+        "TORCH_INDEX_CUDA": "",
+    }
+
+    def compose(*args, timeout=900, check=False, context=ROOT):
+        out = subprocess.run(
+            ["docker", "compose", "--project-directory", str(context), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out
+
+    started = time.monotonic()
+    compose("build", timeout=3600, check=True)
+    print(f"\nbuilt both images in {time.monotonic() - started:.0f}s")
+    compose.home = home
+    return compose
+
+
+def runs_of(home: Path) -> list[Path]:
+    return sorted(p.parent for p in (home / "runs").rglob("metrics.json"))
+
+
+def test_both_images_exist_with_their_settings(project):
+    for tag in ("train:cpu", "train:cuda"):
+        info = json.loads(
+            subprocess.run(
+                ["docker", "image", "inspect", tag], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
+        print(f"{tag}: {info['Size'] / 1e9:.2f} GB")
+        assert info["Config"]["User"] == "1000:1000"
+        assert info["Config"]["Entrypoint"] == ["/app/docker/entrypoint.sh"]
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+
+
+def test_train_in_the_image_writes_a_run_the_host_can_load(project):
+    out = project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=2", check=True)
+    assert "device: cpu (auto" in out.stdout
+    (run,) = runs_of(project.home)
+    for name in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.json",
+        ".hydra/config.yaml",
+    ):
+        path = run / name
+        assert path.is_file(), name
+        assert path.stat().st_uid == os.getuid(), f"{name} is not owned by the host user"
+    assert list(run.glob("events.out.tfevents.*"))
+    blob = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    model = instantiate(
+        blob["config"]["model"],
+        in_shape=tuple(blob["data"]["in_shape"]),
+        num_outputs=blob["data"]["num_outputs"],
+    )
+    model.load_state_dict(blob["model"])
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_tensorboard_becomes_healthy_and_lists_the_run(project):
+    if not runs_of(project.home):
+        project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=1", check=True)
+    (run, *_) = runs_of(project.home)
+    project("up", "-d", "tensorboard", check=True)
+    try:
+        cid = project("ps", "-q", "tensorboard", check=True).stdout.strip()
+        status = ""
+        for _ in range(60):
+            status = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Health.Status}}", cid],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            if status == "healthy":
+                break
+            time.sleep(2)
+        assert status == "healthy"
+        ports = subprocess.run(["docker", "port", cid, "6006"], capture_output=True, text=True)
+        assert ports.stdout.strip().startswith("127.0.0.1:"), "published beyond this machine"
+        with urllib.request.urlopen("http://127.0.0.1:6006/data/runs", timeout=10) as r:
+            listed = json.load(r)
+        assert run.relative_to(project.home / "runs").as_posix() in listed
+    finally:
+        project("down", check=True)
+
+
+def test_cuda_image_has_cuda_torch_and_falls_back_to_the_cpu(project):
+    out = project(
+        "run",
+        "--rm",
+        "-T",
+        "train-cuda",
+        "python",
+        "-c",
+        "import torch; print('cuda', torch.version.cuda)",
+        check=True,
+    )
+    assert out.stdout.split()[-1][0].isdigit()
+    out = project(
+        "run", "--rm", "-T", "train-cuda", "data=digits", "trainer.max_steps=2", check=True
+    )
+    assert "auto: no CUDA device, falling back to CPU" in out.stdout
+    out = project("run", "--rm", "-T", "train-cuda", "data=digits", "trainer.device=cuda")
+    assert out.returncode == 2 and "no CUDA device is usable" in out.stderr
+
+
+def test_bad_model_lists_the_models(project):
+    out = project("run", "--rm", "-T", "train", "model=nope")
+    assert out.returncode != 0
+    assert "Could not find 'model/nope'" in out.stderr and "cnn" in out.stderr
+
+
+def test_unknown_uid_trains_and_owns_its_files(project, tmp_path):
+    runs = project.home / "runs-4242"
+    runs.mkdir()
+    os.chown(runs, 4242, 4242)
+    out = project(
+        "run",
+        "--rm",
+        "-T",
+        "--user",
+        "4242:4242",
+        "-v",
+        f"{runs}:/runs",
+        "train",
+        "data=digits",
+        "trainer.max_steps=2",
+        "paths.data_dir=/tmp/data",
+        check=True,
+    )
+    assert "run dir" in out.stdout
+    files = [p for p in runs.rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_uid == 4242 for p in files)
+
+
+def test_doctor_and_fetch_in_the_image(project):
+    out = project("run", "--rm", "-T", "train-doctor", check=True)
+    assert "[OK  ] runs dir: /runs is writable" in out.stdout and "GPU" in out.stdout
+    out = project("run", "--rm", "-T", "train-fetch", "data=digits", check=True)
+    assert "ready in /data" in out.stdout
+    assert (project.home / "data" / "digits" / "tensors.pt").is_file()
+
+
+def test_offline_torchvision_data_fails_fast_naming_the_path(project):
+    started = time.monotonic()
+    out = project("run", "--rm", "-T", "train", "data=mnist", "data.download=false")
+    assert out.returncode == 2 and "/data" in out.stderr and "data=digits" in out.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_the_test_suite_passes_inside_the_cpu_image(project):
+    out = project(
+        "run",
+        "--rm",
+        "-T",
+        "--user",
+        "4242:4242",
+        "train",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "/app/tests",
+        timeout=1800,
+    )
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert " passed" in out.stdout.splitlines()[-1]
+
+
+def test_code_only_change_rebuilds_without_reinstalling(project, tmp_path):
+    """Dependencies are layers of their own: a change to train/ reuses them."""
+    context = tmp_path / "context"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (context / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, context / f)
+    with open(context / "train" / "__init__.py", "a") as f:
+        f.write(f"# a code change at {time.time()}\n")
+    started = time.monotonic()
+    out = project("--progress", "plain", "build", "train", context=context, check=True)
+    seconds = time.monotonic() - started
+    log = out.stdout + out.stderr
+    print(f"\ncode-only rebuild of the CPU image: {seconds:.1f}s")
+    steps = {line.split()[0] for line in log.splitlines() if "uv export --frozen" in line}
+    assert steps, log[-3000:]
+    for step in steps:  # the dependency layer: taken from the cache, not installed again
+        assert f"{step} CACHED" in log, log[-3000:]
+    assert "COPY train ./train" in log

@@ -1,0 +1,77 @@
+"""The doctor's checks find each first-run problem and say the fix; fetch fills the cache."""
+
+import os
+
+import pytest
+import torch
+
+from train import doctor, fetch
+
+
+def test_gpu_on_a_cpu_machine_explains_why(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(doctor, "driver_version", lambda: None)
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
+    c = doctor.gpu()
+    assert c.status == "warn" and ("no NVIDIA driver" in c.detail or "CPU-only" in c.detail)
+
+
+@pytest.mark.parametrize(
+    "cuda, driver, status, needle",
+    [
+        ("13.0", (535, 104, 5), "fail", "older than CUDA 13.0"),
+        ("12.8", (535, 104, 5), "fail", "does not initialise"),  # driver new enough: another cause
+        ("12.8", (470, 1, 0), "fail", "older than CUDA 12.8"),
+    ],
+)
+def test_driver_older_than_the_wheels_cuda(monkeypatch, cuda, driver, status, needle):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    monkeypatch.setattr(doctor, "driver_version", lambda: driver)
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    c = doctor.gpu()
+    assert c.status == status and needle in c.detail and c.fix
+
+
+def test_hidden_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")
+    assert "hides every GPU" in doctor.gpu().detail
+
+
+def test_shared_memory_against_workers(monkeypatch):
+    size = os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize
+    assert doctor.shared_memory(0).status == "ok"
+    too_many = size // doctor.SHM_PER_WORKER + 1
+    c = doctor.shared_memory(too_many)
+    assert c.status == "fail" and "shm_size" in c.fix
+
+
+def test_unwritable_dir_names_the_path_and_uid(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    c = doctor.writable("runs dir", blocker / "runs")
+    assert (
+        c.status == "fail"
+        and str(blocker / "runs") in c.detail
+        and f"uid {os.getuid()}" in c.detail
+    )
+    assert doctor.writable("runs dir", tmp_path / "ok").status == "ok"
+
+
+def test_doctor_cli_exit_code(tmp_path, capsys):
+    assert doctor.main([f"paths.runs_dir={tmp_path}", f"paths.data_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "[OK  ] runs dir" in out and "GPU" in out and "/dev/shm" in out
+
+
+def test_fetch_fills_the_cache(data_dir, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(data_dir, root)
+    fetch.main(["data=mnist", f"paths.data_dir={root}"])  # files present: nothing downloaded
+    assert (root / "MNIST" / "tensors-train.pt").is_file() and "ready in" in capsys.readouterr().out
+    fetch.main(["data=digits", f"paths.data_dir={root}"])
+    assert (root / "digits" / "tensors.pt").is_file()
