@@ -77,6 +77,11 @@ def test_sweep_makes_one_run_dir_and_hparams_entry_each(cli, tmp_path):
         (["data=digits", "optim.lr=-1"], 2, ["learning rate", "-1"]),
         (["data=digits", "data.val_fraction=1.2"], 2, ["val_fraction=1.2", "[0, 1)"]),
         (["data=digits", "resume=nowhere"], 2, ["resume=nowhere points at nothing"]),
+        (
+            ["experiment=linear_regression", "trainer.monitor=accuracy"],
+            2,
+            ["trainer.monitor=accuracy", "'mse'"],
+        ),
     ],
 )
 def test_errors_say_what_and_exit_nonzero_leaving_nothing(cli, tmp_path, args, code, needles):

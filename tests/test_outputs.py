@@ -126,3 +126,34 @@ def test_cached_digits_are_identical_to_sklearns(tmp_path):
     fresh, cached = D.digits(str(tmp_path), **kw), D.digits(str(tmp_path), **kw)
     assert (tmp_path / "digits" / "tensors.pt").is_file()
     assert torch.equal(fresh.train.x, cached.train.x)
+
+
+def test_early_stopping_stops_when_the_monitor_stalls(train_run):
+    # lr 0: the validation loss never improves after the first epoch.
+    run = train_run("data=digits", "optim.lr=0", "trainer.max_epochs=10", "trainer.patience=2")
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("sched", ["step", "cosine"])
+def test_schedulers_and_clipping(train_run, sched):
+    run = train_run(
+        "data=digits",
+        f"sched={sched}",
+        "sched.step_size=1" if sched == "step" else "sched.eta_min=0",
+        "trainer.max_epochs=3",
+        "trainer.grad_clip=0.5",
+    )
+    lrs = [e.value for e in events(run).Scalars("lr")]
+    assert lrs[0] > lrs[-1], "the learning rate did not follow the schedule"
+    blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert blob["scheduler"]["last_epoch"] == 3
+
+
+def test_checkpoint_carries_what_resume_needs(digits_run):
+    blob = torch.load(digits_run / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "state", "rng", "config", "data"} <= set(
+        blob
+    )
+    assert blob["state"]["epoch"] == 3 and blob["state"]["step"] == 120
+    assert {"python", "numpy", "torch", "cuda"} == set(blob["rng"])
+    assert blob["config"]["model"]["hidden"] == [128, 64] and blob["data"]["class_names"][0] == "0"

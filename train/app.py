@@ -42,7 +42,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps)."""
-    import torch
 
     from train import board, checkpoint, doctor, loop, models, report
     from train import device as devices
@@ -51,15 +50,11 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
 
     if cfg.resume is None and (run_dir / "checkpoints").exists():  # e.g. two sweeps in a second
         raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
-    resumed = checkpoint.load(rundir.resume_checkpoint(cfg.resume)) if cfg.resume else None
+    source = rundir.resume_checkpoint(cfg.resume) if cfg.resume is not None else None
+    resumed = checkpoint.load(source) if source is not None else None
     seed = _seed(cfg.seed, resumed)
     device, why = devices.choose(cfg.trainer.device)
-    amp = cfg.trainer.amp.value
-    if amp != "off" and device.type != "cuda":
-        raise UserError(
-            f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
-            "Use trainer.amp=off on the CPU."
-        )
+    scaler, autocast = _precision(cfg.trainer.amp.value, device)
     log.info("run dir: %s", run_dir)
     log.info("device: %s (%s); seed %d", device, why, seed)
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
@@ -68,83 +63,89 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
 
     data = instantiate(cfg.data)
     task = Task(data.task, data.num_classes)
+    settings = _settings(cfg.trainer, task)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
     models.check_fits(model, data.task, data.num_classes)
     model.to(device)
     optimizer = _optimizer(cfg.optim, model)
     scheduler = instantiate(cfg.sched)(optimizer) if cfg.sched is not None else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     record["seed"] = seed
     saver = checkpoint.Saver(run_dir / "checkpoints", record, data.meta(), choices)
     state = loop.State()
     if resumed is not None:
-        state = loop.State(
-            **saver.restore(
-                resumed, rundir.resume_checkpoint(cfg.resume), model, optimizer, scheduler, scaler
-            )
-        )
+        restored = saver.restore(resumed, source, model, optimizer, scheduler, scaler)
+        state = loop.State(**restored)
         log.info("resuming from epoch %d, step %d", state.epoch, state.step)
     _log_data(data, model)
 
-    settings = loop.Settings(
-        cfg.trainer.max_epochs,
-        cfg.trainer.max_steps,
-        cfg.trainer.log_every_n_steps,
-        cfg.trainer.monitor,
-        cfg.trainer.monitor_mode.value,
-        cfg.trainer.patience,
-        cfg.trainer.grad_clip,
-        cfg.trainer.progress.value,
-    )
     norm = Normalizer(data, device)
     train_b = Batches(data.train, data.batch_size, norm, device)
     val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
     writer = board.open_writer(run_dir, state.step if resumed is not None else None)
     try:
         state = loop.fit(
-            model,
-            optimizer,
-            scheduler,
-            scaler,
-            task,
-            train_b,
-            val_b,
-            settings,
-            state,
-            seed,
-            autocast=autocast,
-            writer=writer,
+            model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
+            autocast=autocast, writer=writer,
             save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
-        )
+        )  # fmt: skip
         best = saver.path("best")
         checkpoint.load_model(model, checkpoint.load(best)["model"], best)
         results, confusion = report.score(model, data, task, device, autocast)
-        summary = {
-            **results,
-            "best_step": state.best_step,
-            "epochs": state.epoch,
-            "steps": state.step,
-            "seed": seed,
-            "monitor": settings.monitor,
-        }
+        summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
+                   "steps": state.step, "seed": seed, "monitor": settings.monitor}  # fmt: skip
         if confusion is not None:
             summary["confusion_matrix"] = confusion.tolist()
         report.write_json(run_dir / "metrics.json", summary)
         board.hparams(writer, _hparams(record, choices), _flat(results), state.step)
-        report.pictures(
-            writer, model, data, task, device, confusion, cfg.trainer.num_sample_images, state.step
-        )
+        report.pictures(writer, model, data, task, device, confusion,
+                        cfg.trainer.num_sample_images, state.step)  # fmt: skip
     finally:
         writer.close()
     _log_results(results, OmegaConf.to_container(cfg.expect))
     monitored = results.get("val", results["train"])
     return monitored[settings.monitor]
+
+
+def _precision(amp: str, device):
+    """The gradient scaler and autocast context for `trainer.amp` (off, bf16, fp16: CUDA only)."""
+    import torch
+
+    if amp != "off" and device.type != "cuda":
+        raise UserError(
+            f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
+            "Use trainer.amp=off on the CPU."
+        )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    return torch.amp.GradScaler("cuda", enabled=amp == "fp16"), autocast
+
+
+def _settings(cfg_trainer: DictConfig, task):
+    from train.loop import Settings
+
+    if cfg_trainer.monitor not in task.metric_names:
+        raise UserError(
+            f"trainer.monitor={cfg_trainer.monitor} is not a metric of this {task.kind} data; "
+            f"use one of {list(task.metric_names)} (with trainer.monitor_mode min or max)."
+        )
+    for key in ("max_epochs", "log_every_n_steps"):
+        if cfg_trainer[key] < 1:
+            raise UserError(f"trainer.{key}={cfg_trainer[key]} must be at least 1.")
+    return Settings(
+        max_epochs=cfg_trainer.max_epochs,
+        max_steps=cfg_trainer.max_steps,
+        log_every_n_steps=cfg_trainer.log_every_n_steps,
+        monitor=cfg_trainer.monitor,
+        monitor_mode=cfg_trainer.monitor_mode.value,
+        patience=cfg_trainer.patience,
+        grad_clip=cfg_trainer.grad_clip,
+        progress=cfg_trainer.progress.value,
+    )
 
 
 def _seed(seed: int | None, resumed: dict | None) -> int:

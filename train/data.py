@@ -60,14 +60,9 @@ class Data:
     @property
     def num_outputs(self) -> int:
         """Model outputs: one logit for two classes (sigmoid), K for K classes, T for T targets."""
-        if self.task == "regression":
-            return self.train_targets_width
+        if self.task == "regression":  # only tables are regression data: always tensors
+            return 1 if self.train.y.dim() == 1 else self.train.y.shape[1]
         return 1 if self.num_classes == 2 else self.num_classes
-
-    @property
-    def train_targets_width(self) -> int:
-        y = self.train.y if isinstance(self.train, TensorSplit) else None
-        return 1 if y is None or y.dim() == 1 else y.shape[1]
 
     @property
     def is_image(self) -> bool:

@@ -48,7 +48,7 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
         writer.add_image(
             "confusion_matrix", board.confusion_image(confusion, data.class_names), step
         )
-    split = data.test or data.val or data.train
+    split = next(s for s in (data.test, data.val, data.train) if s is not None)
     if not (data.is_image and isinstance(split, TensorSplit) and count > 0):
         return
     x = split.x[:count]

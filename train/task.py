@@ -15,6 +15,12 @@ class Task:
         self.kind, self.num_classes = kind, num_classes
         self.binary = kind == "classification" and num_classes == 2
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        if self.kind == "regression":
+            return ("loss", "mse", "mae", "r2")
+        return ("loss", "accuracy", "precision", "recall")
+
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.kind == "regression":
             return F.mse_loss(out, y)
