@@ -27,7 +27,7 @@ volumes:
 	@mkdir -p runs data  # made by you, not by the Docker daemon as root
 
 build: .env ## Build the CPU and CUDA images
-	$(COMPOSE) build
+	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) build
 
 train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=digits"
 	$(COMPOSE) run --rm train $(ARGS)

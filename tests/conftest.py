@@ -114,9 +114,10 @@ def train_run(tmp_path, data_dir):
         HydraConfig.instance().set_config(cfg)
         run_dir = Path(cfg.hydra.run.dir)
         choices = dict(cfg.hydra.runtime.choices)
+        overrides = list(cfg.hydra.overrides.task)
         with open_dict(cfg):
             del cfg["hydra"]
-        app.train(cfg, run_dir, choices)
+        app.train(cfg, run_dir, choices, overrides)
         return run_dir
 
     return run

@@ -89,6 +89,10 @@ def test_train_in_the_image_writes_a_run_the_host_can_load(project):
         assert path.is_file(), name
         assert path.stat().st_uid == os.getuid(), f"{name} is not owned by the host user"
     assert list(run.glob("events.out.tfevents.*"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["image"]["name"] == "train:cpu"
+    assert record["image"]["base_image"] == "python:3.11-slim-bookworm"
+    assert record["versions"]["torch"].startswith("2.13.0") and record["packages"]["hydra-core"]
     blob = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     model = instantiate(
         blob["config"]["model"],

@@ -3,6 +3,7 @@ objects from it and hands them to plain functions. Torch-heavy modules load lazi
 `--help` and config errors answer fast."""
 
 import logging
+import os
 import random
 import sys
 from pathlib import Path
@@ -37,13 +38,17 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     runtime = HydraConfig.get().runtime
-    return train(cfg, Path(runtime.output_dir), dict(runtime.choices))
+    overrides = list(HydraConfig.get().overrides.task)
+    return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides)
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
-    """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps)."""
+def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> float | None:
+    """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
 
-    from train import board, checkpoint, doctor, loop, models, report
+    `choices` are the config groups' chosen options, `overrides` the command line's (recorded).
+    """
+
+    from train import board, checkpoint, doctor, loop, models, record, report
     from train import device as devices
     from train.batches import Batches, Normalizer
     from train.task import Task
@@ -53,6 +58,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     source = rundir.resume_checkpoint(cfg.resume) if cfg.resume is not None else None
     resumed = checkpoint.load(source) if source is not None else None
     seed = _seed(cfg.seed, resumed)
+    if cfg.trainer.deterministic:
+        _deterministic()
     device, why = devices.choose(cfg.trainer.device)
     scaler, autocast = _precision(cfg.trainer.amp.value, device)
     log.info("run dir: %s", run_dir)
@@ -70,9 +77,13 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     optimizer = _optimizer(cfg.optim, model)
     scheduler = instantiate(cfg.sched)(optimizer) if cfg.sched is not None else None
 
-    record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    record["seed"] = seed
-    saver = checkpoint.Saver(run_dir / "checkpoints", record, data.meta(), choices)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config["seed"] = seed
+    report.write_json(
+        report.unused_path(run_dir / "run.json"),
+        record.collect(config, overrides, seed, device, cfg.trainer.deterministic),
+    )
+    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta(), choices)
     state = loop.State()
     if resumed is not None:
         restored = saver.restore(resumed, source, model, optimizer, scheduler, scaler)
@@ -91,14 +102,17 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
             save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
         )  # fmt: skip
         best = saver.path("best")
-        checkpoint.load_model(model, checkpoint.load(best)["model"], best)
+        if best.exists():
+            checkpoint.load_model(model, checkpoint.load(best)["model"], best)
+        else:  # stopped (max_steps) before the first epoch ended
+            log.info("no epoch finished, so no best.pt: scoring the current weights")
         results, confusion = report.score(model, data, task, device, autocast)
         summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
                    "steps": state.step, "seed": seed, "monitor": settings.monitor}  # fmt: skip
         if confusion is not None:
             summary["confusion_matrix"] = confusion.tolist()
         report.write_json(run_dir / "metrics.json", summary)
-        board.hparams(writer, _hparams(record, choices), _flat(results), state.step)
+        board.hparams(writer, _hparams(config, choices), _flat(results), state.step)
         report.pictures(writer, model, data, task, device, confusion,
                         cfg.trainer.num_sample_images, state.step)  # fmt: skip
     finally:
@@ -106,6 +120,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict) -> float | None:
     _log_results(results, OmegaConf.to_container(cfg.expect))
     monitored = results.get("val", results["train"])
     return monitored[settings.monitor]
+
+
+def _deterministic() -> None:
+    """Deterministic algorithms on CUDA. cuBLAS reads its workspace setting when CUDA starts,
+    so it is set here, before anything touches the GPU."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def _precision(amp: str, device):

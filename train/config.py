@@ -215,6 +215,7 @@ class TrainerConfig:
     monitor_mode: Mode = Mode.min
     patience: int | None = None  # epochs without improvement before stopping; null: never stop
     grad_clip: float | None = None  # max gradient norm; null: no clipping
+    deterministic: bool = False  # CUDA: deterministic algorithms (bitwise reruns, slower)
     progress: Progress = Progress.auto
     num_sample_images: int = 32  # size of the predicted/true grid written at the end
 

@@ -43,6 +43,7 @@ class State:
     best_step: int | None = None
     bad_epochs: int = 0  # epochs since `best` improved (early stopping)
     stopped_early: bool = False
+    meter: dict | None = None  # the unfinished epoch's metric sums (mid-epoch stop)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +117,8 @@ def fit(
     while state.epoch < s.max_epochs and not state.stopped_early and not _limit(s, state):
         start, t0 = state.batch_in_epoch, time.perf_counter()
         meter = task.meter(train.device)
+        if state.meter is not None:
+            meter.load_state_dict(state.meter)
         order = epoch_order(len(train.split), seed, state.epoch)
         desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
         batches = track(train.ordered(order, start), len(train) - start, desc, s.progress)
@@ -126,27 +129,22 @@ def fit(
                 writer.add_scalar("train/loss_step", loss.item(), state.step)
             return _limit(s, state)
 
-        done = train_steps(
-            model,
-            batches,
-            optimizer,
-            task,
-            meter,
-            autocast=autocast,
-            scaler=scaler,
-            grad_clip=s.grad_clip,
-            after_step=after_step,
-        )
+        done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
+                           scaler=scaler, grad_clip=s.grad_clip, after_step=after_step)  # fmt: skip
         state.batch_in_epoch = start + done
-        if state.batch_in_epoch == len(train):
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            if scheduler is not None:
-                scheduler.step()
+        if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
+            state.meter = meter.state_dict()
+            save("last", state)
+            log.info("stopped at step %d, batch %d of epoch %d; checkpoints/last.pt resumes it",
+                     state.step, state.batch_in_epoch, state.epoch + 1)  # fmt: skip
+            break
+        state.epoch, state.batch_in_epoch, state.meter = state.epoch + 1, 0, None
+        if scheduler is not None:
+            scheduler.step()
         results = {"train": meter.compute()}
         if val is not None:
             results["val"] = evaluate(model, val, task, autocast).compute()
-        seconds = time.perf_counter() - t0
-        _report(writer, results, optimizer, state, s, seconds, meter.n)
+        _report(writer, results, optimizer, state, s, time.perf_counter() - t0, meter.n)
         improved = _watch(results[monitor_split][s.monitor], s, state)
         save("last", state)
         if improved:
@@ -184,16 +182,10 @@ def _report(writer, results, optimizer, state: State, s: Settings, seconds: floa
         f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         for split, metrics in results.items()
     ]
-    where = (
-        f"epoch {state.epoch}/{s.max_epochs}"
-        if state.batch_in_epoch == 0
-        else (
-            f"epoch {state.epoch + 1} (stopped at batch {state.batch_in_epoch}, step {state.step})"
-        )
-    )
     log.info(
-        "%s | %s | lr %.3g | %.1fs, %.0f samples/s",
-        where,
+        "epoch %d/%d | %s | lr %.3g | %.1fs, %.0f samples/s",
+        state.epoch,
+        s.max_epochs,
         " | ".join(parts),
         lr,
         seconds,

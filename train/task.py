@@ -57,6 +57,15 @@ class Meter:
         self.n += len(y)
         self._update(task.predict(out.detach()), y)
 
+    def state_dict(self) -> dict:
+        """The sums so far: a run stopped mid-epoch resumes its epoch's metrics exactly."""
+        return {k: v.cpu() if isinstance(v, Tensor) else v for k, v in vars(self).items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            old = getattr(self, k)
+            setattr(self, k, v.to(old.device) if isinstance(old, Tensor) else v)
+
 
 class ClassificationMeter(Meter):
     def __init__(self, num_classes: int, device: torch.device):

@@ -1,0 +1,174 @@
+"""Reproducible means proven: same config and seed give bit-identical weights, metrics and
+logged scalars; a stopped run resumed (after an epoch, or mid-epoch) ends exactly where an
+uninterrupted one does; every run records how it was made; reproduce checks a run."""
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import reproduce
+
+ROOT = Path(__file__).resolve().parent.parent
+# One config per model family, shuffled (several batches an epoch) with random layers on.
+FAMILIES = {
+    "linear": ["data=quiz_scores", "model=linear", "optim.lr=1e-5", "data.batch_size=2"],
+    "logistic": ["data=logistic_points", "model=logistic", "optim.lr=0.5", "data.batch_size=2"],
+    "softmax": ["data=digits", "model=softmax", "optim=momentum", "data.batch_size=128"],
+    "mlp": ["data=digits", "model=mlp", "model.dropout=0.2", "model.batch_norm=true",
+            "optim=adam", "data.batch_size=128"],
+    "cnn": ["data=synthetic", "data.num_samples=120", "data.shape=[1,12,12]", "model=cnn",
+            "model.channels=[4,8]", "model.batch_norm=true", "optim=adam", "data.batch_size=16"],
+}  # fmt: skip
+LOGGING = ["trainer.log_every_n_steps=1"]
+
+
+def outcome(run: Path) -> tuple[dict, dict, str, dict]:
+    """Final weights, optimizer state, metrics.json text and every logged training scalar."""
+    blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = {t: [(e.step, repr(e.value)) for e in acc.Scalars(t)]  # repr: exact, NaN == NaN
+               for t in acc.Tags()["scalars"] if not t.startswith("hparam/")}  # fmt: skip
+    return blob["model"], blob["optimizer"], (run / "metrics.json").read_text(), scalars
+
+
+def assert_same(a, b):
+    wa, oa, ma, sa = a
+    wb, ob, mb, sb = b
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ"
+    for sa_, sb_ in zip(oa["state"].values(), ob["state"].values(), strict=True):
+        assert all(torch.equal(torch.as_tensor(sa_[k]), torch.as_tensor(sb_[k])) for k in sa_)
+    assert json.loads(ma) == json.loads(mb), "metrics.json differs"
+    assert sa == sb, "logged scalars differ"
+
+
+@pytest.mark.parametrize("val", ["0.0", "0.2"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_config_and_seed_is_bitwise_identical(train_run, family, val):
+    args = [*FAMILIES[family], f"data.val_fraction={val}", "trainer.max_epochs=2", *LOGGING]
+    assert_same(outcome(train_run(*args)), outcome(train_run(*args)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_after_an_epoch_is_exact(train_run, family):
+    args = [*FAMILIES[family], "data.val_fraction=0.2", *LOGGING]
+    whole = outcome(train_run(*args, "trainer.max_epochs=3"))
+    run = train_run(*args, "trainer.max_epochs=1")
+    train_run(*args, "trainer.max_epochs=3", f"resume={run}")
+    assert_same(whole, outcome(run))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_in_the_middle_of_an_epoch_is_exact(train_run, family):
+    args = [*FAMILIES[family], "data.val_fraction=0.2", "trainer.max_epochs=2", *LOGGING]
+    whole = outcome(train_run(*args))
+    run = train_run(*args, "trainer.max_steps=1")  # every family has 2+ batches an epoch
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]["meter"]
+    train_run(*args, f"resume={run / 'checkpoints' / 'last.pt'}")
+    assert_same(whole, outcome(run))
+
+
+def test_the_record_holds_real_values(train_run):
+    run = train_run("data=digits", "seed=null")
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["config"]["model"]["_target_"] == "train.models.MLP"
+    assert rec["seed"] == rec["config"]["seed"] and isinstance(rec["seed"], int)
+    assert "data=digits" in rec["overrides"] and rec["command"]
+    assert rec["versions"]["torch"] == str(torch.__version__)
+    assert rec["versions"]["python"].count(".") == 2 and rec["versions"]["torchvision"]
+    assert rec["device"]["type"] == "cpu" and rec["device"]["name"]
+    assert rec["packages"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert "hydra-core" in rec["packages"] and rec["deterministic"]["requested"] is False
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    if head:  # a checkout (CI, development); the images record their commit under `image`
+        assert rec["git"]["commit"] == head and isinstance(rec["git"]["dirty"], bool)
+    assert rec["image"] is None  # not in a Docker image
+
+
+def test_a_resume_writes_a_record_of_its_own(train_run):
+    run = train_run("data=digits")
+    train_run("data=digits", "trainer.max_epochs=2", f"resume={run}")
+    first = json.loads((run / "run.json").read_text())
+    second = json.loads((run / "run-1.json").read_text())
+    assert first["config"]["trainer"]["max_epochs"] == 1
+    assert second["config"]["trainer"]["max_epochs"] == 2
+
+
+def test_reproduce_says_match_then_mismatch_for_an_altered_checkpoint(cli, tmp_path):
+    assert cli("data=digits", "trainer.max_epochs=1").returncode == 0
+    (run,) = {p.parent for p in (tmp_path / "runs").rglob("metrics.json")}
+    out = cli(str(run), module="train.reproduce")
+    assert out.returncode == 0 and "match" in out.stdout, out.stdout + out.stderr
+    path = run / "checkpoints" / "last.pt"
+    blob = torch.load(path, weights_only=True)
+    blob["model"]["1.weight"] = blob["model"]["1.weight"] + 1e-6
+    torch.save(blob, path)
+    out = cli(str(run), module="train.reproduce")
+    assert out.returncode == 1 and "MISMATCH" in out.stdout and "1.weight" in out.stdout
+
+
+def test_reproduce_diff_names_weights_and_metrics(train_run):
+    a, b = train_run("data=digits", "seed=1"), train_run("data=digits", "seed=2")
+    diffs = reproduce.differences(a, b)
+    assert any(d.startswith("weight ") for d in diffs)
+    assert any(d.startswith("metric seed") for d in diffs)
+    assert reproduce.differences(a, a) == []
+
+
+def lock_mismatches(pyproject: dict, lock: dict) -> list[str]:
+    """Where uv.lock's record of this project's requirements differs from pyproject.toml."""
+    (me,) = [p for p in lock["package"] if p["name"] == pyproject["project"]["name"]]
+    meta = me.get("metadata", {})
+
+    def norm(reqs):
+        return sorted(r.replace(" ", "").lower() for r in reqs)
+
+    locked = norm(f"{r['name']}{r.get('specifier', '')}" for r in meta.get("requires-dist", []))
+    wanted = norm(r.split(";")[0] for r in pyproject["project"]["dependencies"])
+    out = [] if locked == wanted else [f"dependencies: pyproject {wanted} vs lock {locked}"]
+    for group, reqs in pyproject.get("dependency-groups", {}).items():
+        plain = norm(r for r in reqs if isinstance(r, str))
+        have = norm(f"{r['name']}{r.get('specifier', '')}"
+                    for r in meta.get("requires-dev", {}).get(group, []))  # fmt: skip
+        if not set(plain) <= set(have):
+            out.append(f"group {group}: pyproject {plain} vs lock {have}")
+    return out
+
+
+def test_pyproject_and_lock_agree():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert lock_mismatches(pyproject, lock) == [], "run `make lock` and commit uv.lock"
+    pyproject["project"]["dependencies"].append("rich>=13")  # the check must catch a drift
+    assert lock_mismatches(pyproject, lock)
+
+
+def test_the_lock_pins_every_package_exactly():
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert all(p.get("version") for p in lock["package"] if p["name"] != "train")
+    assert {p["name"] for p in lock["package"]} >= {
+        "torch",
+        "torchvision",
+        "hydra-core",
+        "tensorboard",
+        "numpy",
+        "pytest",
+    }
+
+
+def test_deterministic_mode_sets_cublas_before_cuda_and_is_recorded(train_run, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        run = train_run("data=digits", "trainer.deterministic=true")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert json.loads((run / "run.json").read_text())["deterministic"]["requested"] is True
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -1,0 +1,101 @@
+"""The run record: what is needed to know, and to replay, how a run was made.
+
+Written at the start of every invocation into the run dir: `run.json`, then `run-1.json`,
+`run-2.json`, ... for each resume. The image's name and build arguments are baked into the
+Docker images as TRAIN_IMAGE* variables at build time; natively they are null.
+"""
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+IMAGE_VARS = {"name": "TRAIN_IMAGE", "torch_index": "TRAIN_TORCH_INDEX",
+              "base_image": "TRAIN_BASE_IMAGE", "git_commit": "TRAIN_GIT_COMMIT"}  # fmt: skip
+
+
+def collect(config: dict, overrides: list[str], seed: int, device, deterministic: bool) -> dict:
+    """Everything the record holds, as plain JSON values."""
+    import torch
+    import torchvision
+
+    cuda = torch.version.cuda
+    return {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": sys.orig_argv,
+        "cwd": os.getcwd(),
+        "overrides": list(overrides),
+        "seed": seed,
+        "config": config,
+        "deterministic": {
+            "requested": deterministic,
+            "note": "bitwise-reproducible on the CPU; on CUDA only with trainer.deterministic=true"
+            if not deterministic
+            else "deterministic algorithms on, CUBLAS_WORKSPACE_CONFIG set",
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__),
+            "cuda": cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+        },
+        "device": {"type": device.type, "name": device_name(device)},
+        "host": {"platform": platform.platform(), "hostname": platform.node()},
+        "packages": packages(),
+        "git": git_state(),
+        "image": image(),
+    }
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def packages() -> dict[str, str]:
+    """Every installed distribution, name -> version."""
+    found = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+
+
+def git_state() -> dict | None:
+    """The commit of the code that ran and whether its tree had uncommitted changes."""
+    code = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(code), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        status = subprocess.run(
+            ["git", "-C", str(code), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None  # not a checkout (e.g. in the images, whose commit is in `image`)
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def image() -> dict | None:
+    """The Docker image's name and build arguments, when running in one of ours."""
+    if IMAGE_VARS["name"] not in os.environ:
+        return None
+    return {key: os.environ.get(var) or None for key, var in IMAGE_VARS.items()}
