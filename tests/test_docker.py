@@ -239,3 +239,59 @@ def test_code_only_change_rebuilds_without_reinstalling(project, tmp_path):
     for step in steps:  # the dependency layer: taken from the cache, not installed again
         assert f"{step} CACHED" in log, log[-3000:]
     assert "COPY train ./train" in log
+
+
+def test_docker_stop_finishes_the_step_saves_and_exits_143(project):
+    runs = project.home / "runs-stop"
+    runs.mkdir()
+    name = f"train-stop-{os.getpid()}"
+    args = ["data=synthetic", "data.num_samples=3000", "model=cnn", "trainer.max_epochs=100"]
+    out = project("run", "-d", "--name", name, "-v", f"{runs}:/runs", "train", *args, check=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(runs.rglob("last.pt")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert list(runs.rglob("last.pt")), out.stdout
+        subprocess.run(["docker", "stop", "-t", "60", name], check=True, capture_output=True)
+        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        assert code == "143", logs.stdout[-2000:] + logs.stderr[-2000:]
+        assert "stopped by SIGTERM at step" in logs.stdout
+        (last,) = runs.rglob("last.pt")
+        blob = torch.load(last, weights_only=True)
+        assert blob["state"]["step"] > 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+@pytest.mark.parametrize("tag", ["train:cpu", "train:cuda"])
+def test_images_run_unprivileged_and_bake_in_no_secrets(project, tag):
+    def sh(script, *args):
+        return subprocess.run(["docker", "run", "--rm", *args, "--entrypoint", "sh", tag, "-c",
+                               script], capture_output=True, text=True)  # fmt: skip
+
+    assert sh("id -u").stdout.strip() == "1000"
+    assert sh("touch /app/train/x").returncode != 0, "the code is writable by the runtime user"
+    assert sh("touch /opt/venv/x").returncode != 0, "the environment is writable"
+    assert sh("touch /app/train/x", "--user", "4242:4242").returncode != 0
+    info = json.loads(subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                                     text=True, check=True).stdout)[0]  # fmt: skip
+    env = "\n".join(info["Config"]["Env"])
+    for word in ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "AWS_"):
+        assert word not in env.upper()
+    history = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}",
+                              tag], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for host_path in (str(ROOT), "/root/.pyenv", "/tmp/pytest"):
+        assert host_path not in history + env, f"{host_path} baked into {tag}"
+    assert "python:3.11-slim-bookworm" in (ROOT / "Dockerfile.cpu").read_text()
+    assert "--frozen" in history  # every package from the lock file
+
+
+def test_absent_data_with_the_network_off_fails_within_seconds(project):
+    started = time.monotonic()
+    out = subprocess.run(["docker", "run", "--rm", "--network", "none", "train:cpu",
+                          "data=mnist"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "could not download MNIST into /data" in out.stderr and "data=digits" in out.stderr
+    assert time.monotonic() - started < 30

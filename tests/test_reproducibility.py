@@ -4,15 +4,16 @@ uninterrupted one does; every run records how it was made; reproduce checks a ru
 
 import json
 import os
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from compare import assert_same, outcome
 
-from train import reproduce
+from train import checkpoint, reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 # One config per model family, shuffled (several batches an epoch) with random layers on.
@@ -26,26 +27,6 @@ FAMILIES = {
             "model.channels=[4,8]", "model.batch_norm=true", "optim=adam", "data.batch_size=16"],
 }  # fmt: skip
 LOGGING = ["trainer.log_every_n_steps=1"]
-
-
-def outcome(run: Path) -> tuple[dict, dict, str, dict]:
-    """Final weights, optimizer state, metrics.json text and every logged training scalar."""
-    blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
-    scalars = {t: [(e.step, repr(e.value)) for e in acc.Scalars(t)]  # repr: exact, NaN == NaN
-               for t in acc.Tags()["scalars"] if not t.startswith("hparam/")}  # fmt: skip
-    return blob["model"], blob["optimizer"], (run / "metrics.json").read_text(), scalars
-
-
-def assert_same(a, b):
-    wa, oa, ma, sa = a
-    wb, ob, mb, sb = b
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ"
-    for sa_, sb_ in zip(oa["state"].values(), ob["state"].values(), strict=True):
-        assert all(torch.equal(torch.as_tensor(sa_[k]), torch.as_tensor(sb_[k])) for k in sa_)
-    assert json.loads(ma) == json.loads(mb), "metrics.json differs"
-    assert sa == sb, "logged scalars differ"
 
 
 @pytest.mark.parametrize("val", ["0.0", "0.2"])
@@ -85,11 +66,15 @@ def test_the_record_holds_real_values(train_run):
     assert rec["device"]["type"] == "cpu" and rec["device"]["name"]
     assert rec["packages"]["torch"].startswith(torch.__version__.split("+")[0])
     assert "hydra-core" in rec["packages"] and rec["deterministic"]["requested"] is False
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()  # fmt: skip
+    git = shutil.which("git")
+    head = git and subprocess.run([git, "-C", str(ROOT), "rev-parse", "HEAD"],
+                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
     if head:  # a checkout (CI, development); the images record their commit under `image`
         assert rec["git"]["commit"] == head and isinstance(rec["git"]["dirty"], bool)
-    assert rec["image"] is None  # not in a Docker image
+    if "TRAIN_IMAGE" in os.environ:  # the suite also runs inside the CPU image
+        assert rec["image"]["name"] == os.environ["TRAIN_IMAGE"]
+    else:
+        assert rec["image"] is None
 
 
 def test_a_resume_writes_a_record_of_its_own(train_run):
@@ -107,9 +92,14 @@ def test_reproduce_says_match_then_mismatch_for_an_altered_checkpoint(cli, tmp_p
     out = cli(str(run), module="train.reproduce")
     assert out.returncode == 0 and "match" in out.stdout, out.stdout + out.stderr
     path = run / "checkpoints" / "last.pt"
-    blob = torch.load(path, weights_only=True)
+    blob = torch.load(path, weights_only=True)  # with its checksum
     blob["model"]["1.weight"] = blob["model"]["1.weight"] + 1e-6
-    torch.save(blob, path)
+    torch.save(blob, path)  # edited behind the checksum's back: named corrupt
+    out = cli(str(run), module="train.reproduce")
+    assert out.returncode == 2 and "is corrupt" in out.stderr
+    checkpoint.save(
+        path, {k: v for k, v in blob.items() if k != "sha256"}
+    )  # a consistent checkpoint with other weights: a mismatch
     out = cli(str(run), module="train.reproduce")
     assert out.returncode == 1 and "MISMATCH" in out.stdout and "1.weight" in out.stdout
 

@@ -51,11 +51,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     from train import board, checkpoint, doctor, loop, models, record, report
     from train import device as devices
     from train.batches import Batches, Normalizer
+    from train.signals import StopRequest
     from train.task import Task
 
-    if cfg.resume is None and (run_dir / "checkpoints").exists():  # e.g. two sweeps in a second
+    for note in rundir.notes:  # what resume=auto looked at
+        log.info("%s", note)
+    source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
+    if source is None and (run_dir / "checkpoints").exists():  # e.g. two sweeps in a second
         raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
-    source = rundir.resume_checkpoint(cfg.resume) if cfg.resume is not None else None
     resumed = checkpoint.load(source) if source is not None else None
     seed = _seed(cfg.seed, resumed)
     if cfg.trainer.deterministic:
@@ -95,31 +98,52 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     train_b = Batches(data.train, data.batch_size, norm, device)
     val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
     writer = board.open_writer(run_dir, state.step if resumed is not None else None)
+    stop = StopRequest()  # SIGTERM/SIGINT: finish the step, checkpoint, exit 143/130
     try:
-        state = loop.fit(
-            model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
-            autocast=autocast, writer=writer,
-            save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
-        )  # fmt: skip
-        best = saver.path("best")
-        if best.exists():
-            checkpoint.load_model(model, checkpoint.load(best)["model"], best)
-        else:  # stopped (max_steps) before the first epoch ended
-            log.info("no epoch finished, so no best.pt: scoring the current weights")
-        results, confusion = report.score(model, data, task, device, autocast)
-        summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
-                   "steps": state.step, "seed": seed, "monitor": settings.monitor}  # fmt: skip
-        if confusion is not None:
-            summary["confusion_matrix"] = confusion.tolist()
-        report.write_json(run_dir / "metrics.json", summary)
-        board.hparams(writer, _hparams(config, choices), _flat(results), state.step)
-        report.pictures(writer, model, data, task, device, confusion,
-                        cfg.trainer.num_sample_images, state.step)  # fmt: skip
+        with stop:
+            state = loop.fit(
+                model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
+                autocast=autocast, writer=writer, stop=stop,
+                save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
+            )  # fmt: skip
+            if not stop:  # (a signal during the scoring below lets it finish: seconds)
+                results = _score_and_report(
+                    model, data, task, device, autocast, saver, state, writer, run_dir, config,
+                    choices, cfg.trainer,
+                )  # fmt: skip
     finally:
         writer.close()
+    if stop:
+        print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
+              f"resume={run_dir} continues the run", flush=True)  # fmt: skip
+        sys.exit(stop.exit_code)
     _log_results(results, OmegaConf.to_container(cfg.expect))
     monitored = results.get("val", results["train"])
     return monitored[settings.monitor]
+
+
+def _score_and_report(
+    model, data, task, device, autocast, saver, state, writer, run_dir, config, choices, cfg_trainer
+) -> dict:
+    """Score the best weights on every split; metrics.json, HPARAMS, pictures. The results."""
+    from train import board, checkpoint, report
+
+    best = saver.path("best")
+    if best.exists():
+        checkpoint.load_model(model, checkpoint.load(best)["model"], best)
+    else:  # stopped (max_steps) before the first epoch ended
+        log.info("no epoch finished, so no best.pt: scoring the current weights")
+    results, confusion = report.score(model, data, task, device, autocast)
+    summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
+               "steps": state.step, "seed": config["seed"], "monitor": cfg_trainer.monitor,
+               "skipped_nonfinite": state.skipped}  # fmt: skip
+    if confusion is not None:
+        summary["confusion_matrix"] = confusion.tolist()
+    report.write_json(run_dir / "metrics.json", summary)
+    board.hparams(writer, _hparams(config, choices), _flat(results), state.step)
+    report.pictures(writer, model, data, task, device, confusion, cfg_trainer.num_sample_images,
+                    state.step)  # fmt: skip
+    return results
 
 
 def _deterministic() -> None:
@@ -157,9 +181,12 @@ def _settings(cfg_trainer: DictConfig, task):
             f"trainer.monitor={cfg_trainer.monitor} is not a metric of this {task.kind} data; "
             f"use one of {list(task.metric_names)} (with trainer.monitor_mode min or max)."
         )
-    for key in ("max_epochs", "log_every_n_steps"):
-        if cfg_trainer[key] < 1:
-            raise UserError(f"trainer.{key}={cfg_trainer[key]} must be at least 1.")
+    limits = {"max_epochs": 1, "log_every_n_steps": 1, "max_steps": 1, "patience": 0}
+    for key, low in limits.items():
+        if cfg_trainer[key] is not None and cfg_trainer[key] < low:
+            raise UserError(f"trainer.{key}={cfg_trainer[key]} must be at least {low}.")
+    if cfg_trainer.grad_clip is not None and not cfg_trainer.grad_clip > 0:
+        raise UserError(f"trainer.grad_clip={cfg_trainer.grad_clip} must be positive (or null).")
     return Settings(
         max_epochs=cfg_trainer.max_epochs,
         max_steps=cfg_trainer.max_steps,
@@ -169,6 +196,7 @@ def _settings(cfg_trainer: DictConfig, task):
         patience=cfg_trainer.patience,
         grad_clip=cfg_trainer.grad_clip,
         progress=cfg_trainer.progress.value,
+        skip_nonfinite=cfg_trainer.on_nonfinite.value == "skip",
     )
 
 

@@ -1,6 +1,7 @@
 """TensorBoard output: scalars, the hparams entry, and the two pictures (samples, confusion)."""
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -12,7 +13,15 @@ from torch.utils.tensorboard import SummaryWriter
 def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
     """A writer for the run dir; on resume, events logged after the checkpoint's step (by the
     interrupted run) are purged, so curves continue without duplicated steps."""
-    return SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1)
+    if resume_step is None:
+        return SummaryWriter(str(run_dir))
+    # TensorBoard reads a run's files in name order, and names start with the second they were
+    # opened: a resume within the same second as an earlier file could sort before it.
+    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")]
+    wait = max(seconds, default=0) + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    return SummaryWriter(str(run_dir), purge_step=resume_step + 1)
 
 
 def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: int) -> None:

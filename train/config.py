@@ -40,6 +40,11 @@ class Task(Enum):
     classification = "classification"
 
 
+class NonFinite(Enum):
+    stop = "stop"  # stop the run, naming the step; the last good checkpoint stays
+    skip = "skip"  # skip the batch (no optimizer step) and count it
+
+
 class Progress(Enum):
     auto = "auto"  # a bar on a terminal, plain lines otherwise
     bar = "bar"
@@ -215,6 +220,7 @@ class TrainerConfig:
     monitor_mode: Mode = Mode.min
     patience: int | None = None  # epochs without improvement before stopping; null: never stop
     grad_clip: float | None = None  # max gradient norm; null: no clipping
+    on_nonfinite: NonFinite = NonFinite.stop  # a NaN/inf loss: stop, or skip the batch
     deterministic: bool = False  # CUDA: deterministic algorithms (bitwise reruns, slower)
     progress: Progress = Progress.auto
     num_sample_images: int = 32  # size of the predicted/true grid written at the end

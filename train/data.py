@@ -396,12 +396,20 @@ def _numbers(path, row, line, header, skip) -> list[float]:
 
 def _number(path, value: str, line: int, column: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
+        number = None
+    if number is None and value.strip():
         raise UserError(
             f"{path} line {line}, column {column!r}: {value!r} is not a number. Feature columns "
             "(and a regression target) must be numeric; encode categories as numbers first."
-        ) from None
+        )
+    if number is None or not math.isfinite(number):
+        raise UserError(
+            f"{path} line {line}, column {column!r}: {value!r} is missing or not finite. Fill "
+            "or drop such rows first: one NaN makes every loss NaN."
+        )
+    return number
 
 
 def _natural(label: str):

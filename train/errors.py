@@ -10,8 +10,8 @@ class UserError(SystemExit):
     Exception into a traceback, but let SystemExit through to our entrypoint untouched.
     """
 
-    def __init__(self, message: str):
-        super().__init__(EXIT_USER_ERROR)
+    def __init__(self, message: str, code: int = EXIT_USER_ERROR):
+        super().__init__(code)
         self.message = message
 
     def __str__(self) -> str:

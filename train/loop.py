@@ -12,8 +12,11 @@ import torch
 from torch import nn
 
 from train.batches import Batches, epoch_order
+from train.errors import UserError
 from train.progress import track
 from train.task import Meter, Task
+
+EXIT_NONFINITE = 3
 
 log = logging.getLogger("train")
 
@@ -30,6 +33,11 @@ class Settings:
     patience: int | None
     grad_clip: float | None
     progress: str
+    skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
+
+
+class NonFiniteLoss(Exception):
+    """The loss of a batch was NaN or infinite; nothing was stepped with it."""
 
 
 @dataclass
@@ -43,6 +51,7 @@ class State:
     best_step: int | None = None
     bad_epochs: int = 0  # epochs since `best` improved (early stopping)
     stopped_early: bool = False
+    skipped: int = 0  # batches skipped for a non-finite loss (trainer.on_nonfinite=skip)
     meter: dict | None = None  # the unfinished epoch's metric sums (mid-epoch stop)
 
     def to_dict(self) -> dict:
@@ -59,15 +68,27 @@ def train_steps(
     autocast: Callable[[], AbstractContextManager],
     scaler,
     grad_clip: float | None,
+    skip_nonfinite: bool,
     after_step: Callable[[torch.Tensor], bool],
+    on_skip: Callable[[], None],
 ) -> int:
-    """Train on `batches` until they run out or `after_step` says stop; return the step count."""
+    """Train on `batches` until they run out or `after_step` says stop; the batches used.
+
+    A NaN/inf loss raises NonFiniteLoss before any weight changes (or, with `skip_nonfinite`,
+    the batch is skipped): one device sync per step, free on the CPU.
+    """
     model.train()
-    steps = 0
+    used = 0
     for x, y in batches:
+        used += 1
         with autocast():
             out = model(x)
             loss = task.loss(out, y)
+        if not torch.isfinite(loss):
+            if not skip_nonfinite:
+                raise NonFiniteLoss(loss.item(), used)
+            on_skip()
+            continue
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -76,10 +97,9 @@ def train_steps(
         scaler.step(optimizer)
         scaler.update()
         meter.update(task, out, y, loss)
-        steps += 1
         if after_step(loss):
             break
-    return steps
+    return used
 
 
 @torch.inference_mode()
@@ -111,10 +131,16 @@ def fit(
     autocast,
     writer,
     save,
+    stop=False,
 ) -> State:
-    """Train to max_epochs, max_steps or early stop; `save(name, state)` writes a checkpoint."""
+    """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal); after each
+    epoch, and on a stop mid-epoch, `save(name, state)` writes a checkpoint."""
     monitor_split = "val" if val is not None else "train"
-    while state.epoch < s.max_epochs and not state.stopped_early and not _limit(s, state):
+
+    def halt() -> bool:
+        return _limit(s, state) or bool(stop)
+
+    while state.epoch < s.max_epochs and not state.stopped_early and not halt():
         start, t0 = state.batch_in_epoch, time.perf_counter()
         meter = task.meter(train.device)
         if state.meter is not None:
@@ -127,10 +153,25 @@ def fit(
             state.step += 1
             if state.step % s.log_every_n_steps == 0:
                 writer.add_scalar("train/loss_step", loss.item(), state.step)
-            return _limit(s, state)
+            return halt()
 
-        done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
-                           scaler=scaler, grad_clip=s.grad_clip, after_step=after_step)  # fmt: skip
+        def on_skip() -> None:
+            state.skipped += 1
+
+        try:
+            done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
+                               scaler=scaler, grad_clip=s.grad_clip,
+                               skip_nonfinite=s.skip_nonfinite, after_step=after_step,
+                               on_skip=on_skip)  # fmt: skip
+        except NonFiniteLoss as e:
+            raise UserError(
+                f"the loss became {e.args[0]} at step {state.step + 1} (epoch {state.epoch + 1}, "
+                f"batch {start + e.args[1]}); the run stopped before updating "
+                f"the weights with it, and checkpoints/last.pt is untouched ({state.epoch} "
+                "epoch(s) completed). Lower optim.lr, set trainer.grad_clip, or skip such "
+                "batches with trainer.on_nonfinite=skip.",
+                code=EXIT_NONFINITE,
+            ) from None
         state.batch_in_epoch = start + done
         if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
             state.meter = meter.state_dict()

@@ -25,32 +25,104 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("train.config_subdir", config_subdir, replace=True)
 
 
-def run_dir(runs_dir: str, name: str, resume: str | None) -> str:
+def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
     """The run's directory: the resumed run's, or a new `<runs_dir>/<name>/<timestamp>`."""
     key = ("run_dir", runs_dir, name, resume)
     if key not in _chosen:
-        if resume is not None:
-            _chosen[key] = str(resumed_run_dir(resume))
+        source = resume_source(runs_dir, name, resume, _root_)
+        if source is not None:
+            _chosen[key] = str(resumed_run_dir(str(source)))
         else:
             _chosen[key] = str(_fresh(Path(runs_dir) / name))
+    return _chosen[key]
+
+
+def config_subdir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
+    """Where Hydra saves this invocation's config: `.hydra`, or a new one beside it on resume."""
+    source = resume_source(runs_dir, name, resume, _root_)
+    if source is None:
+        return ".hydra"
+    key = ("config_subdir", runs_dir, name, resume)
+    if key not in _chosen:
+        hydra_dir = resumed_run_dir(str(source)) / ".hydra"
+        n = next(n for n in itertools.count(1) if not (hydra_dir / f"resume-{n}").exists())
+        _chosen[key] = f".hydra/resume-{n}"
+    return _chosen[key]
+
+
+def resume_source(runs_dir: str, name: str, resume: str | None, root=None) -> Path | None:
+    """The checkpoint this run continues from, or None for a new run.
+
+    `resume=auto` picks the newest run under `<runs_dir>/<name>` whose checkpoint holds the same
+    config (ignoring how long to train and where), from its newest checkpoint that loads:
+    last.pt, or best.pt when last.pt is damaged. A run that already trained `max_epochs` is
+    not continued: a new one starts.
+    """
+    if resume is None:
+        return None
+    if resume != "auto":
+        return resume_checkpoint(resume)
+    key = ("auto", runs_dir, name)
+    if key not in _chosen:
+        wanted, max_epochs = _fingerprint_of(root), root.trainer.max_epochs
+        _chosen[key] = _find_auto(Path(runs_dir) / name, wanted, max_epochs)
     return _chosen[key]
 
 
 def forget() -> None:
     """Forget the answers given so far: for code that composes several runs in one process."""
     _chosen.clear()
+    notes.clear()
 
 
-def config_subdir(resume: str | None) -> str:
-    """Where Hydra saves this invocation's config: `.hydra`, or a new one beside it on resume."""
-    if resume is None:
-        return ".hydra"
-    key = ("config_subdir", resume)
-    if key not in _chosen:
-        hydra_dir = resumed_run_dir(resume) / ".hydra"
-        n = next(n for n in itertools.count(1) if not (hydra_dir / f"resume-{n}").exists())
-        _chosen[key] = f".hydra/resume-{n}"
-    return _chosen[key]
+# What resume=auto saw (skipped checkpoints, the choice), logged once logging is set up.
+notes: list[str] = []
+# Config keys that may differ between a run and its continuation.
+_LOOSE = {"resume", "paths", "name", "expect"}
+_LOOSE_TRAINER = {"max_epochs", "max_steps", "progress", "device", "log_every_n_steps"}
+
+
+def _fingerprint_of(root) -> dict:
+    keys = [k for k in root if k not in _LOOSE and k != "hydra"]
+    plain = {k: OmegaConf.to_container(root[k], resolve=True, enum_to_str=True)
+             if OmegaConf.is_config(root[k]) else root[k] for k in keys}  # fmt: skip
+    return _fingerprint(plain)
+
+
+def _fingerprint(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in _LOOSE}
+    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in _LOOSE_TRAINER}
+    return out
+
+
+def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
+    from train import checkpoint  # torch: only when resume=auto asks for it
+
+    any_seed = wanted.get("seed") is None  # seed=null: a run's drawn seed still matches
+    runs = sorted((p for p in parent.glob("*") if (p / "checkpoints").is_dir()), reverse=True)
+    for run in runs:
+        for name in ("last.pt", "best.pt"):
+            path = run / "checkpoints" / name
+            if not path.is_file():
+                continue
+            try:
+                blob = checkpoint.load(path)
+            except UserError as e:
+                notes.append(f"resume=auto: skipping {e.message}")
+                continue
+            have = _fingerprint(blob["config"])
+            if any_seed:
+                have["seed"] = None
+            if have != wanted:
+                break  # another config: look at the next run
+            if (run / "metrics.json").is_file() and blob["state"]["epoch"] >= max_epochs:
+                notes.append(f"resume=auto: the newest run of this config, {run}, has trained "
+                             f"{max_epochs} epoch(s) already; starting anew")  # fmt: skip
+                return None
+            notes.append(f"resume=auto: continuing {run} from {path}")
+            return path
+    notes.append(f"resume=auto: no run of this config under {parent} to continue; starting anew")
+    return None
 
 
 def resumed_run_dir(resume: str) -> Path:
@@ -69,6 +141,7 @@ def resumed_run_dir(resume: str) -> Path:
 
 def resume_checkpoint(resume: str) -> Path:
     """The checkpoint file that `resume=` refers to (a run dir means its `checkpoints/last.pt`)."""
+    resumed_run_dir(resume)  # names a resume= that points at nothing
     path = Path(resume)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
