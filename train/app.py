@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from train import config, rundir
-from train.errors import UserError
+from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
 
@@ -23,12 +23,7 @@ def main() -> None:
     """Console entry: run the Hydra app, turning a UserError into one paragraph and exit 2."""
     config.register()
     rundir.register_resolvers()
-    try:
-        _hydra_main()
-    except UserError as e:
-        rundir.discard_unstarted()
-        print(f"error: {e.message}", file=sys.stderr, flush=True)
-        sys.exit(e.code)
+    run_entrypoint(_hydra_main, on_error=rundir.discard_unstarted)
 
 
 # An absolute path: run as `python -m train`, Hydra would look for a Python package named conf.

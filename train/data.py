@@ -345,7 +345,7 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     try:
         ds = cls(root, train=train, download=download)
     except (RuntimeError, OSError) as e:  # not found, failed checksum, no network, proxy, DNS
-        where = Path(root).resolve()
+        where, e = Path(root).resolve(), " ".join(str(e).split())  # one paragraph
         if download:
             raise UserError(
                 f"could not download {name} into {where} ({e}). With no network, fetch it once "

@@ -187,4 +187,6 @@ def _mb(n: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from train.errors import run_entrypoint
+
+    run_entrypoint(lambda: main(sys.argv[1:]))

@@ -1,5 +1,8 @@
 """The one error users see for bad input: a paragraph naming the bad value and what is valid."""
 
+import sys
+from collections.abc import Callable
+
 EXIT_USER_ERROR = 2
 
 
@@ -16,3 +19,15 @@ class UserError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def run_entrypoint(main: Callable[[], int | None], on_error: Callable[[], None] = lambda: None):
+    """Run a command's `main`; a UserError becomes `error: <message>` on stderr and its exit
+    status (after `on_error`), any other outcome exits with main's return value."""
+    try:
+        status = main()
+    except UserError as e:
+        on_error()
+        print(f"error: {e.message}", file=sys.stderr, flush=True)
+        sys.exit(e.code)
+    sys.exit(status or 0)

@@ -5,7 +5,6 @@ Prints the metrics (and the confusion matrix for classifiers) and saves them as
 """
 
 import logging
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 
 from train import config
 from train.app import CONF_DIR
-from train.errors import UserError
+from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
 SPLITS = ("train", "val", "test")
@@ -22,11 +21,7 @@ SPLITS = ("train", "val", "test")
 
 def main() -> None:
     config.register_evaluate()
-    try:
-        _hydra_main()
-    except UserError as e:
-        print(f"error: {e.message}", file=sys.stderr, flush=True)
-        sys.exit(e.code)
+    run_entrypoint(_hydra_main)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")

@@ -3,7 +3,7 @@ verifies its checksums) and decode it into the tensor cache, so training can run
 
 import sys
 
-from train.errors import UserError
+from train.errors import run_entrypoint
 
 
 def main(argv: list[str]) -> None:
@@ -25,8 +25,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UserError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        sys.exit(e.code)
+    run_entrypoint(lambda: main(sys.argv[1:]))

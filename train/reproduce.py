@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train.errors import UserError
+from train.errors import UserError, run_entrypoint
 
 SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=", "hydra.")
 
@@ -93,8 +93,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except UserError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        sys.exit(e.code)
+    run_entrypoint(lambda: main(sys.argv[1:]))
