@@ -235,10 +235,11 @@ def image_folder(
         raise UserError(
             f"{root}/test has classes {test.classes}, {root}/train has {train.classes}."
         )
-    wrap = lambda ds: FolderSplit(ds, num_workers)  # noqa: E731
     return _build(
-        wrap(train), test and wrap(test), "classification", train.classes, scale=255.0, **common
-    )
+        FolderSplit(train, num_workers),
+        FolderSplit(test, num_workers) if test is not None else None,
+        "classification", train.classes, scale=255.0, **common,
+    )  # fmt: skip
 
 
 # --- shared -----------------------------------------------------------------------------------
