@@ -42,7 +42,6 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
 
     `choices` are the config groups' chosen options, `overrides` the command line's (recorded).
     """
-
     from train import board, checkpoint, doctor, loop, models, record, report
     from train import device as devices
     from train.batches import Batches, Normalizer

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from train import board
 from train.batches import Batches, epoch_order
 from train.errors import UserError
 from train.progress import track
@@ -215,8 +216,7 @@ def _watch(value: float, s: Settings, state: State) -> bool:
 def _report(writer, results, optimizer, state: State, s: Settings, seconds: float, n: int) -> None:
     lr = optimizer.param_groups[0]["lr"]
     for split, metrics in results.items():
-        for name, value in metrics.items():
-            writer.add_scalar(f"{split}/{name}", value, state.step)
+        board.scalars(writer, split, metrics, state.step)
     writer.add_scalar("lr", lr, state.step)
     writer.flush()
     parts = [

@@ -34,13 +34,6 @@ class Task:
             return out
         return (out.squeeze(1) > 0).long() if self.binary else out.argmax(1)
 
-    def probabilities(self, out: Tensor) -> Tensor:
-        """Per-class probabilities (N, K) for classification."""
-        if self.binary:
-            p = torch.sigmoid(out.float())
-            return torch.cat([1 - p, p], 1)
-        return torch.softmax(out.float(), 1)
-
     def meter(self, device: torch.device) -> "Meter":
         if self.kind == "regression":
             return RegressionMeter(device)
