@@ -58,6 +58,13 @@ def test_digits_is_the_real_data_and_offline(tmp_path):
     assert int(d.train.x.max()) == 16  # sklearn's digits are 0..16 intensities
 
 
+def test_cached_digits_are_identical_to_sklearns(tmp_path):
+    kw = {**COMMON, "val_fraction": 0.0}
+    fresh, cached = D.digits(str(tmp_path), **kw), D.digits(str(tmp_path), **kw)
+    assert (tmp_path / "digits" / "tensors.pt").is_file()
+    assert torch.equal(fresh.train.x, cached.train.x)
+
+
 def test_splits_are_seeded_and_disjoint(tmp_path):
     kw = {**COMMON, "val_fraction": 0.2, "test_fraction": 0.2}
     a = D.synthetic(200, [6], 3, 0, **kw)

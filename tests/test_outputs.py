@@ -9,7 +9,6 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from train import data as D
 from train import rundir
 from train.batches import Batches, Normalizer
 from train.errors import UserError
@@ -112,20 +111,6 @@ def test_same_seed_same_weights(train_run):
     a = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_cached_digits_are_identical_to_sklearns(tmp_path):
-    kw = dict(
-        batch_size=8,
-        eval_batch_size=8,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        split_seed=0,
-        normalize=False,
-    )
-    fresh, cached = D.digits(str(tmp_path), **kw), D.digits(str(tmp_path), **kw)
-    assert (tmp_path / "digits" / "tensors.pt").is_file()
-    assert torch.equal(fresh.train.x, cached.train.x)
 
 
 def test_early_stopping_stops_when_the_monitor_stalls(train_run):
