@@ -288,6 +288,24 @@ def test_images_run_unprivileged_and_bake_in_no_secrets(project, tag):
     assert "--frozen" in history  # every package from the lock file
 
 
+@pytest.mark.parametrize("tag", ["train:cpu", "train:cuda"])
+def test_images_ship_compiled_bytecode(tag):
+    """The run-time user cannot write site-packages: without .pyc files from the build, every
+    start would compile torch's and sympy's sources again (seconds of start-up each time)."""
+    script = (
+        "import importlib.util, sys, torch._dynamo, hydra;"
+        "mods = [m for m in list(sys.modules.values()) if getattr(m, '__file__', None)"
+        " and m.__file__.startswith('/opt/venv') and m.__file__.endswith('.py')];"
+        "missing = [m.__name__ for m in mods if not __import__('os').path.exists("
+        "importlib.util.cache_from_source(m.__file__))];"
+        "print(len(mods), len(missing), missing[:5])"
+    )
+    out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", tag, "-c", script],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    loaded, missing, names = out.stdout.split(" ", 2)
+    assert int(loaded) > 1000 and int(missing) == 0, out.stdout + out.stderr
+
+
 def test_absent_data_with_the_network_off_fails_within_seconds(project):
     started = time.monotonic()
     out = subprocess.run(["docker", "run", "--rm", "--network", "none", "train:cpu",
