@@ -8,13 +8,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 
 def outcome(run: Path) -> tuple[dict, dict, str, dict]:
-    """Final weights, optimizer state, metrics.json text and every logged training scalar."""
+    """Final weights, optimizer state, metrics.json and every logged training scalar; not the
+    timing (metrics.json "timing", perf/*), which no two runs share."""
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
-    scalars = {t: [(e.step, repr(e.value)) for e in acc.Scalars(t)]  # repr: exact, NaN == NaN
-               for t in acc.Tags()["scalars"] if not t.startswith("hparam/")}  # fmt: skip
-    return blob["model"], blob["optimizer"], (run / "metrics.json").read_text(), scalars
+    tags = [t for t in acc.Tags()["scalars"] if not t.startswith(("hparam/", "perf/"))]
+    scalars = {t: [(e.step, repr(e.value)) for e in acc.Scalars(t)] for t in tags}  # repr: exact
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["timing"]
+    return blob["model"], blob["optimizer"], metrics, scalars
 
 
 def assert_same(a, b):
@@ -23,5 +26,5 @@ def assert_same(a, b):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ"
     for sa_, sb_ in zip(oa["state"].values(), ob["state"].values(), strict=True):
         assert all(torch.equal(torch.as_tensor(sa_[k]), torch.as_tensor(sb_[k])) for k in sa_)
-    assert json.loads(ma) == json.loads(mb), "metrics.json differs"
+    assert ma == mb, "metrics.json differs"
     assert sa == sb, "logged scalars differ"

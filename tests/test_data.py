@@ -147,6 +147,40 @@ def test_batches_cover_each_epoch_once_in_a_seeded_order():
     assert sorted(ys.tolist()) == sorted(d.train.y.tolist())
 
 
+def test_in_memory_data_holds_one_uint8_copy_and_one_device_copy():
+    """The data keeps its uint8 images; the batches one normalised float copy on the device
+    (here the CPU), and nothing else of that size: no per-batch or per-split duplicates."""
+    import gc
+
+    def storages() -> dict:
+        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in gc.get_objects() if isinstance(t, torch.Tensor)}  # fmt: skip
+
+    before = storages()
+    d = D.synthetic(6000, [1, 28, 28], 10, 0, **{**COMMON, "val_fraction": 0.2})
+    cpu = torch.device("cpu")
+    norm = Normalizer(d, cpu)
+    train, val = Batches(d.train, 64, norm, cpu), Batches(d.val, 64, norm, cpu)
+    batch = next(iter(train.ordered(epoch_order(len(d.train), 0, 0))))
+    held = {p: n for p, n in storages().items() if p not in before}
+    images = 6000 * 28 * 28
+    big = sum(n for n in held.values() if n >= 64 * 28 * 28 * 4)  # anything a batch or more
+    assert batch[0].untyped_storage().data_ptr() in held  # (the survey sees what it should)
+    assert d.train.x.dtype == torch.uint8 and train.x.dtype == val.x.dtype == torch.float32
+    assert big <= images * (1 + 4) + 64 * 28 * 28 * 4 * 2, f"{big / images:.1f} bytes per pixel"
+
+
+def test_channels_last_batches_for_nhwc_models():
+    d = D.synthetic(64, [3, 8, 8], 2, 0, **{**COMMON, "val_fraction": 0.0})
+    cpu = torch.device("cpu")
+    b = Batches(d.train, 16, Normalizer(d, cpu, torch.channels_last), cpu)
+    x, _ = next(iter(b.ordered(epoch_order(len(d.train), 0, 0))))
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    plain, _ = next(iter(Batches(d.train, 16, Normalizer(d, cpu), cpu).ordered(
+        epoch_order(len(d.train), 0, 0))))  # fmt: skip
+    assert torch.equal(x, plain)
+
+
 def test_normalisation_uses_training_statistics():
     d = D.synthetic(400, [2, 4, 4], 4, 0, **{**COMMON, "val_fraction": 0.0})
     x, _ = next(

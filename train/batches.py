@@ -1,7 +1,8 @@
-"""Batches on the device: a seeded, epoch-dependent order; normalisation done on the device.
+"""Batches on the device: a seeded, epoch-dependent order.
 
-In-memory splits are moved to the device once and batches are formed by indexing, so the hot
-loop does no per-sample work and starts no worker processes. Folder splits use a DataLoader.
+An in-memory split is normalised once, onto the device (one float copy beside the uint8 one the
+data keeps), and batches are formed by indexing it: the hot loop does no per-sample work and
+starts no worker processes, as the loop a user writes by hand. Folder splits use a DataLoader.
 """
 
 from collections.abc import Iterator
@@ -28,15 +29,25 @@ def bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class Normalizer:
-    """(x / scale - mean) / std as one multiply-add on the device; float inputs pass in float."""
+    """(x / scale - mean) / std as one multiply-add on the device; float inputs pass in float.
+    Image batches come out in `memory_format` (channels_last for NHWC models)."""
 
-    def __init__(self, data: Data, device: torch.device):
+    def __init__(self, data: Data, device: torch.device, memory_format=torch.contiguous_format):
         shape = (-1, 1, 1) if data.is_image else (-1,)
         self.a = (1.0 / (data.scale * data.std)).reshape(shape).to(device)
         self.b = (-data.mean / data.std).reshape(shape).to(device)
+        self.memory_format = memory_format if data.is_image else torch.contiguous_format
 
     def __call__(self, x: Tensor) -> Tensor:
-        return torch.addcmul(self.b, x.float(), self.a)
+        return torch.addcmul(self.b, x.float(), self.a).contiguous(memory_format=self.memory_format)
+
+    def whole(self, x: Tensor, device: torch.device, chunk: int = 4096) -> Tensor:
+        """All of `x`, normalised, on `device`; done in chunks, so no second full copy is made."""
+        out = torch.empty(x.shape, dtype=torch.float32, device=device,
+                          memory_format=self.memory_format)  # fmt: skip
+        for i in range(0, len(x), chunk):
+            out[i : i + chunk] = self(x[i : i + chunk].to(device))
+        return out
 
 
 class Batches:
@@ -50,7 +61,7 @@ class Batches:
             device,
         )
         if isinstance(split, TensorSplit):
-            self.x, self.y = split.x.to(device), split.y.to(device)
+            self.x, self.y = normalize.whole(split.x, device), split.y.to(device)
 
     def __len__(self) -> int:
         return len(bounds(len(self.split), self.batch_size))
@@ -68,7 +79,7 @@ class Batches:
         order = None if order is None else order.to(self.device)
         for s, e in pairs:
             idx = slice(s, e) if order is None else order[s:e]
-            yield self.normalize(self.x[idx]), self.y[idx]
+            yield self.x[idx], self.y[idx]
 
     def _from_loader(self, order, pairs):
         idx = order.tolist() if order is not None else list(range(len(self.split)))

@@ -3,10 +3,13 @@ stopping, step limits) as small named pieces around the step rather than inside 
 
 import logging
 import math
+import os
+import resource
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,6 +60,38 @@ class State:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Timing:
+    """Where this invocation's time went (metrics.json "timing", TensorBoard perf/*).
+
+    Start-up is process start to the end of the first optimizer step; epochs are timed from
+    then on, so the first epoch's figure excludes start-up, as the benchmark requires.
+    """
+
+    first_step_s: float | None = None
+    epochs: list[dict] = field(default_factory=list)
+
+    def to_dict(self, device) -> dict:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (Linux: KiB)
+        out = {"first_step_s": self.first_step_s, "epochs": self.epochs, "peak_rss_mb": rss}
+        if device.type == "cuda":
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return out
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere: since train loaded)."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return time.perf_counter() - _LOADED
+
+
+_LOADED = time.perf_counter()
 
 
 def train_steps(
@@ -133,16 +168,19 @@ def fit(
     writer,
     save,
     stop=False,
+    timing: Timing | None = None,
 ) -> State:
     """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal); after each
     epoch, and on a stop mid-epoch, `save(name, state)` writes a checkpoint."""
     monitor_split = "val" if val is not None else "train"
+    timing = timing if timing is not None else Timing()
 
     def halt() -> bool:
         return _limit(s, state) or bool(stop)
 
     while state.epoch < s.max_epochs and not state.stopped_early and not halt():
-        start, t0 = state.batch_in_epoch, time.perf_counter()
+        start = state.batch_in_epoch
+        clock = [time.perf_counter(), 0]  # when this epoch's timing began, samples before it
         meter = task.meter(train.device)
         if state.meter is not None:
             meter.load_state_dict(state.meter)
@@ -150,8 +188,12 @@ def fit(
         desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
         batches = track(train.ordered(order, start), len(train) - start, desc, s.progress)
 
-        def after_step(loss: torch.Tensor) -> bool:
+        def after_step(loss: torch.Tensor, meter=meter, clock=clock) -> bool:
             state.step += 1
+            if timing.first_step_s is None:  # start-up ends here; timing starts now
+                timing.first_step_s = process_seconds()
+                log.info("first optimizer step done %.1fs after start", timing.first_step_s)
+                clock[:] = time.perf_counter(), meter.n
             if state.step % s.log_every_n_steps == 0:
                 writer.add_scalar("train/loss_step", loss.item(), state.step)
             return halt()
@@ -183,14 +225,19 @@ def fit(
         state.epoch, state.batch_in_epoch, state.meter = state.epoch + 1, 0, None
         if scheduler is not None:
             scheduler.step()
-        results = {"train": meter.compute()}
+        results = {"train": meter.compute()}  # (reading the metrics waits for the device)
+        val_start = time.perf_counter()
         if val is not None:
             results["val"] = evaluate(model, val, task, autocast).compute()
-        _report(writer, results, optimizer, state, s, time.perf_counter() - t0, meter.n)
+        val_s = time.perf_counter() - val_start
         improved = _watch(results[monitor_split][s.monitor], s, state)
         save("last", state)
         if improved:
             save("best", state)
+        seconds = time.perf_counter() - clock[0]  # training, validation and checkpoints
+        timing.epochs.append({"epoch": state.epoch, "samples": meter.n - clock[1],
+                              "seconds": seconds, "val_seconds": val_s})  # fmt: skip
+        _report(writer, results, optimizer, state, s, timing.epochs[-1])
     return state
 
 
@@ -213,10 +260,15 @@ def _watch(value: float, s: Settings, state: State) -> bool:
     return False
 
 
-def _report(writer, results, optimizer, state: State, s: Settings, seconds: float, n: int) -> None:
+def _report(writer, results, optimizer, state: State, s: Settings, times: dict) -> None:
     lr = optimizer.param_groups[0]["lr"]
+    train_s = times["seconds"] - times["val_seconds"]
+    speed = times["samples"] / max(train_s, 1e-9)  # validation excluded, checkpoints included
     for split, metrics in results.items():
         board.scalars(writer, split, metrics, state.step)
+    perf = {"train_samples_per_s": speed, "epoch_seconds": times["seconds"],
+            "val_fraction": times["val_seconds"] / max(times["seconds"], 1e-9)}  # fmt: skip
+    board.scalars(writer, "perf", perf, state.step)
     writer.add_scalar("lr", lr, state.step)
     writer.flush()
     parts = [
@@ -224,11 +276,12 @@ def _report(writer, results, optimizer, state: State, s: Settings, seconds: floa
         for split, metrics in results.items()
     ]
     log.info(
-        "epoch %d/%d | %s | lr %.3g | %.1fs, %.0f samples/s",
+        "epoch %d/%d | %s | lr %.3g | %.2fs, %.0f samples/s, validation %.0f%% of the epoch",
         state.epoch,
         s.max_epochs,
         " | ".join(parts),
         lr,
-        seconds,
-        n / max(seconds, 1e-9),
+        times["seconds"],
+        speed,
+        100 * perf["val_fraction"],
     )

@@ -56,12 +56,17 @@ def differences(a: Path, b: Path) -> list[str]:
         elif not torch.equal(wa[key], wb[key]):
             gap = (wa[key].double() - wb[key].double()).abs().max().item()
             diffs.append(f"weight {key}: differs (max abs difference {gap:.3g})")
-    ma = _flat(json.loads((a / "metrics.json").read_text()))
-    mb = _flat(json.loads((b / "metrics.json").read_text()))
+    ma = _flat(_results(a / "metrics.json"))
+    mb = _flat(_results(b / "metrics.json"))
     for key in sorted(set(ma) | set(mb)):
         if ma.get(key) != mb.get(key):
             diffs.append(f"metric {key}: {ma.get(key)} vs {mb.get(key)}")
     return diffs
+
+
+def _results(path: Path) -> dict:
+    """metrics.json without "timing": how long things took is not part of the result."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "timing"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
