@@ -72,7 +72,7 @@ def test_sweep_makes_one_run_dir_and_hparams_entry_each(cli, tmp_path):
             ["trainer.device=cuda", "no CUDA device", "trainer.device=auto"],
         ),
         (["data=digits", "trainer.device=tpu"], 2, ["'tpu' is not a device", "cuda:N"]),
-        (["data=digits", "trainer.amp=bf16", "trainer.device=cpu"], 2, ["needs a CUDA device"]),
+        (["data=digits", "trainer.amp=fp16", "trainer.device=cpu"], 2, ["needs a CUDA", "bf16"]),
         (["data=digits", "model=logistic"], 2, ["model=logistic", "10 classes", "model=softmax"]),
         (["data=digits", "optim.lr=-1"], 2, ["learning rate", "-1"]),
         (["data=digits", "data.val_fraction=1.2"], 2, ["val_fraction=1.2", "[0, 1)"]),

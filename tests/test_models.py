@@ -28,6 +28,17 @@ def test_cnn_forward(in_shape, pool):
     assert model(torch.randn(2, *in_shape)).shape == (2, 10)
 
 
+def test_examples_cnn_is_the_pytorch_examples_mnist_net():
+    """model=examples_cnn: conv 1->32, conv 32->64 (3x3, no padding), one 2x2 max pool, then
+    9216->128->10; pytorch/examples' mnist/main.py Net has 1,199,882 parameters."""
+    model = CNN((1, 28, 28), 10, channels=[32, 64], padding="valid", pool_every=2)
+    assert sum(p.numel() for p in model.parameters()) == 1_199_882
+    kinds = [type(m).__name__ for m in model.features]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"]
+    assert model.head[2].in_features == 9216
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_mlp_layers_match_the_config():
     model = MLP((1, 28, 28), 10, hidden=[512, 512], activation="relu")
     widths = [m.out_features for m in model if isinstance(m, torch.nn.Linear)]
@@ -61,7 +72,10 @@ def test_models_refuse_data_they_are_not_for(build, task, classes, ok):
     "make, match",
     [
         (lambda: CNN((3,), 2, channels=[4]), "needs image data"),
-        (lambda: CNN((1, 8, 8), 2, channels=[4, 4, 4, 4]), "too often"),
+        (lambda: CNN((1, 8, 8), 2, channels=[4, 4, 4, 4]), "shrinks"),
+        (lambda: CNN((1, 4, 4), 2, channels=[4, 4], padding="valid", pool_every=2), "shrinks"),
+        (lambda: CNN((1, 8, 8), 2, channels=[4], pool_every=0), "pool_every=0"),
+        (lambda: CNN((1, 8, 8), 2, channels=[4], padding="full"), "'same', 'valid'"),
         (lambda: MLP((3,), 2, hidden=[0]), "at least 1"),
         (lambda: MLP((3,), 2, hidden=[4], activation="gelu"), "relu"),
         (lambda: MLP((3,), 2, hidden=[4], dropout=1.0), r"\[0, 1\)"),

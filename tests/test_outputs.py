@@ -13,7 +13,7 @@ from train import rundir
 from train.batches import Batches, Normalizer
 from train.errors import UserError
 from train.evaluate import evaluate_run
-from train.loop import evaluate
+from train.loop import evaluate, process_seconds
 from train.task import Task
 
 DIGITS = ["data=digits", "optim=adam", "optim.lr=0.003", "trainer.max_epochs=3"]
@@ -54,6 +54,33 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
     assert {"confusion_matrix", "samples (predicted/true)"} <= set(acc.Tags()["images"])
     assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
     assert [e.step for e in acc.Scalars("val/loss")] == [40, 80, 120]  # one per epoch
+
+
+def test_runs_record_where_the_time_went(digits_run):
+    """metrics.json "timing" and TensorBoard perf/*: start-up to the first step, then per epoch
+    the samples timed, the seconds (validation and checkpoints in) and the validation share."""
+    t = json.loads((digits_run / "metrics.json").read_text())["timing"]
+    assert 0 < t["first_step_s"] < process_seconds() and t["peak_rss_mb"] > 100  # (in-process)
+    assert [e["epoch"] for e in t["epochs"]] == [1, 2, 3]
+    # digits trains on 1,258 images in batches of 32; the first batch is start-up, untimed
+    assert [e["samples"] for e in t["epochs"]] == [1258 - 32, 1258, 1258]
+    assert all(0 < e["val_seconds"] < e["seconds"] for e in t["epochs"])
+    scalars = set(events(digits_run).Tags()["scalars"])
+    assert {"perf/train_samples_per_s", "perf/epoch_seconds", "perf/val_fraction"} <= scalars
+
+
+def test_bf16_channels_last_and_compile_train_and_save_plain_weights(train_run):
+    """trainer.amp=bf16 runs on the CPU (channels_last comes on with it for CNNs), and a
+    torch.compile'd run saves a plain state_dict that loads into a fresh model."""
+    cnn = ["data=digits", "model=cnn", "model.channels=[8]", "trainer.max_epochs=2", "optim=adam"]
+    run = train_run(*cnn, "trainer.amp=bf16")
+    acc = json.loads((run / "metrics.json").read_text())["val"]["accuracy"]
+    assert acc > 0.7, acc
+    run = train_run("data=digits", "model.hidden=[16]", "trainer.compile=true")
+    blob = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in blob["model"])
+    model = instantiate(blob["config"]["model"], in_shape=(1, 8, 8), num_outputs=10)
+    model.load_state_dict(blob["model"])
 
 
 def test_regression_logs_mse_mae_r2(train_run):

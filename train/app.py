@@ -70,7 +70,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     settings = _settings(cfg.trainer, task)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
     models.check_fits(model, data.task, data.num_classes)
-    model.to(device)
+    memory_format = _memory_format(cfg.trainer, model)
+    model.to(device, memory_format=memory_format)
     optimizer = _optimizer(cfg.optim, model)
     scheduler = instantiate(cfg.sched)(optimizer) if cfg.sched is not None else None
 
@@ -88,22 +89,24 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
         log.info("resuming from epoch %d, step %d", state.epoch, state.step)
     _log_data(data, model)
 
-    norm = Normalizer(data, device)
+    norm = Normalizer(data, device, memory_format)
     train_b = Batches(data.train, data.batch_size, norm, device)
     val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
     writer = board.open_writer(run_dir, state.step if resumed is not None else None)
     stop = StopRequest()  # SIGTERM/SIGINT: finish the step, checkpoint, exit 143/130
+    timing = loop.Timing()
+    forward = _compiled(model) if cfg.trainer.compile else model  # saved: `model`'s weights
     try:
         with stop:
             state = loop.fit(
-                model, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
-                autocast=autocast, writer=writer, stop=stop,
+                forward, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
+                autocast=autocast, writer=writer, stop=stop, timing=timing,
                 save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
             )  # fmt: skip
             if not stop:  # (a signal during the scoring below lets it finish: seconds)
                 results = _score_and_report(
                     model, data, task, device, autocast, saver, state, writer, run_dir, config,
-                    choices, cfg.trainer,
+                    choices, cfg.trainer, timing.to_dict(device),
                 )  # fmt: skip
     finally:
         writer.close()
@@ -117,8 +120,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
 
 
 def _score_and_report(
-    model, data, task, device, autocast, saver, state, writer, run_dir, config, choices, cfg_trainer
-) -> dict:
+    model, data, task, device, autocast, saver, state, writer, run_dir, config, choices,
+    cfg_trainer, timing,
+) -> dict:  # fmt: skip
     """Score the best weights on every split; metrics.json, HPARAMS, pictures. The results."""
     from train import board, checkpoint, report
 
@@ -130,7 +134,7 @@ def _score_and_report(
     results, confusion = report.score(model, data, task, device, autocast)
     summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
                "steps": state.step, "seed": config["seed"], "monitor": cfg_trainer.monitor,
-               "skipped_nonfinite": state.skipped}  # fmt: skip
+               "skipped_nonfinite": state.skipped, "timing": timing}  # fmt: skip
     if confusion is not None:
         summary["confusion_matrix"] = confusion.tolist()
     report.write_json(run_dir / "metrics.json", summary)
@@ -151,13 +155,14 @@ def _deterministic() -> None:
 
 
 def _precision(amp: str, device):
-    """The gradient scaler and autocast context for `trainer.amp` (off, bf16, fp16: CUDA only)."""
+    """The gradient scaler and autocast context for `trainer.amp`: off, bf16 (CUDA or CPU),
+    fp16 (CUDA only: on the CPU it is slow and needs a gradient scaler there too)."""
     import torch
 
-    if amp != "off" and device.type != "cuda":
+    if amp == "fp16" and device.type != "cuda":
         raise UserError(
-            f"trainer.amp={amp} needs a CUDA device; the run is on {device}. "
-            "Use trainer.amp=off on the CPU."
+            f"trainer.amp=fp16 needs a CUDA device; the run is on {device}. "
+            "Use trainer.amp=bf16 (fast on CPUs with bf16 units: AVX-512 BF16, AMX) or off."
         )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
@@ -165,6 +170,26 @@ def _precision(amp: str, device):
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     return torch.amp.GradScaler("cuda", enabled=amp == "fp16"), autocast
+
+
+def _memory_format(cfg_trainer: DictConfig, model):
+    """channels_last for conv models when asked, or under amp when not said (null): measured
+    faster there (docs/benchmarks.md); contiguous (NCHW) otherwise."""
+    import torch
+
+    convolves = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    wanted = cfg_trainer.channels_last
+    if wanted is None:
+        wanted = cfg_trainer.amp.value != "off"
+    return torch.channels_last if wanted and convolves else torch.contiguous_format
+
+
+def _compiled(model):
+    """torch.compile'd forward passes; the module itself (and its state_dict names) unchanged."""
+    import torch
+
+    log.info("compiling the model (trainer.compile=true): the first steps take longer")
+    return torch.compile(model)
 
 
 def _settings(cfg_trainer: DictConfig, task):

@@ -30,6 +30,11 @@ class Amp(Enum):
     fp16 = "fp16"
 
 
+class Padding(Enum):
+    same = "same"  # the output keeps the input's height and width
+    valid = "valid"  # no padding: each conv trims kernel_size - 1
+
+
 class Mode(Enum):
     min = "min"
     max = "max"
@@ -134,7 +139,9 @@ class CNNConfig(ModelConfig):
     _target_: str = "train.models.CNN"
     channels: list[int] = field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
+    padding: Padding = Padding.same
     pool: Pool = Pool.max
+    pool_every: int = 1  # a 2x2 pool after every n-th conv block (and after the last)
     dropout: float = 0.25
     batch_norm: bool = False
     head: int = 128
@@ -224,6 +231,8 @@ class TrainerConfig:
     deterministic: bool = False  # CUDA: deterministic algorithms (bitwise reruns, slower)
     progress: Progress = Progress.auto
     num_sample_images: int = 32  # size of the predicted/true grid written at the end
+    channels_last: bool | None = None  # null: on for conv models under amp (faster), else off
+    compile: bool = False  # torch.compile the model (slow first steps; see docs/benchmarks.md)
 
 
 @dataclass

@@ -84,7 +84,8 @@ class MLP(nn.Sequential):
 
 
 class CNN(nn.Module):
-    """Conv blocks [Conv, (BatchNorm), ReLU, Pool 2x2] per channel count, then a small MLP head."""
+    """Conv blocks [Conv, (BatchNorm), ReLU] per channel count, a 2x2 pool after every
+    `pool_every`-th block and the last, then a small MLP head."""
 
     def __init__(
         self,
@@ -92,7 +93,9 @@ class CNN(nn.Module):
         num_outputs: int,
         channels,
         kernel_size=3,
+        padding="same",
         pool="max",
+        pool_every=1,
         dropout=0.25,
         batch_norm=False,
         head=128,
@@ -105,24 +108,30 @@ class CNN(nn.Module):
             )
         pool_cls = _choice("model.pool", pool, POOLS)
         _check_dropout(dropout)
-        if kernel_size < 1 or head < 1 or any(c < 1 for c in channels):
+        if kernel_size < 1 or head < 1 or pool_every < 1 or any(c < 1 for c in channels):
             raise UserError(
-                f"model.kernel_size={kernel_size}, model.head={head} and model.channels="
-                f"{list(channels)} must all be at least 1."
+                f"model.kernel_size={kernel_size}, model.head={head}, model.pool_every="
+                f"{pool_every} and model.channels={list(channels)} must all be at least 1."
             )
+        valid = _choice("model.padding", padding, {"same": False, "valid": True})
+        trim = kernel_size - 1 if valid else 0
         blocks: list[nn.Module] = []
         c_in, (h, w) = in_shape[0], in_shape[1:]
-        for c in channels:
-            blocks.append(nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2))
+        for i, c in enumerate(channels, 1):
+            blocks.append(nn.Conv2d(c_in, c, kernel_size, padding=0 if valid else kernel_size // 2))
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(c))
-            blocks += [nn.ReLU(), pool_cls(2)]
-            c_in, h, w = c, h // 2, w // 2
-        if h < 1 or w < 1:
-            raise UserError(
-                f"model.channels={list(channels)} halves the image {len(channels)} times, which "
-                f"is too often for {tuple(in_shape[1:])} inputs; use fewer conv blocks."
-            )
+            blocks.append(nn.ReLU())
+            c_in, h, w = c, h - trim, w - trim
+            if i % pool_every == 0 or i == len(channels):
+                blocks.append(pool_cls(2))
+                h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise UserError(
+                    f"model.channels={list(channels)} with model.padding={_name(padding)} and "
+                    f"model.pool_every={pool_every} shrinks {tuple(in_shape[1:])} inputs to "
+                    "nothing; use fewer conv blocks, padding same or a larger pool_every."
+                )
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -137,8 +146,12 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
+def _name(value) -> str:
+    return getattr(value, "value", value)  # an Enum from the config schema, or a plain string
+
+
 def _choice(key: str, value, options: dict):
-    name = getattr(value, "value", value)  # an Enum from the config schema, or a plain string
+    name = _name(value)
     if name not in options:
         raise UserError(f"{key}={name!r} is not one of {list(options)}.")
     return options[name]
