@@ -58,6 +58,9 @@ base-image: ## Build the Python base image locally (no registry access; see READ
 venv: ## Create .venv exactly as uv.lock pins it (needs uv: pip install uv)
 	$(UV) sync --frozen
 
+bench: venv ## Benchmark against a plain loop, the DataLoader path and the hardware (~40 min)
+	$(RUN) python -m train.bench $(ARGS)
+
 train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)
 
