@@ -48,6 +48,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     from train.signals import StopRequest
     from train.task import Task
 
+    _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
     for note in rundir.notes:  # what resume=auto looked at
         log.info("%s", note)
     source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
@@ -142,6 +143,15 @@ def _score_and_report(
     report.pictures(writer, model, data, task, device, confusion, cfg_trainer.num_sample_images,
                     state.step)  # fmt: skip
     return results
+
+
+def _import_in_background(name: str) -> None:
+    """Import `name` on a thread while data loads: torch ops release the GIL, so the two
+    overlap. The first use waits on Python's import lock until it is done."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=(name,), daemon=True).start()
 
 
 def _deterministic() -> None:
