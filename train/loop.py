@@ -111,21 +111,23 @@ def train_steps(
     """Train on `batches` until they run out or `after_step` says stop; the batches used.
 
     A NaN/inf loss raises NonFiniteLoss before any weight changes (or, with `skip_nonfinite`,
-    the batch is skipped): one device sync per step, free on the CPU.
+    the batch is skipped): one device sync per step (`loss.item()`), free on the CPU.
     """
     model.train()
     used = 0
     for x, y in batches:
         used += 1
+        optimizer.zero_grad(set_to_none=True)  # first, as in the canonical loop: the freed
+        # gradients' memory can serve this forward pass
         with autocast():
             out = model(x)
             loss = task.loss(out, y)
-        if not torch.isfinite(loss):
+        value = loss.item()  # (a device sync; cheaper than a torch.isfinite kernel and then one)
+        if not math.isfinite(value):
             if not skip_nonfinite:
-                raise NonFiniteLoss(loss.item(), used)
+                raise NonFiniteLoss(value, used)
             on_skip()
             continue
-        optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:
             scaler.unscale_(optimizer)
