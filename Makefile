@@ -14,7 +14,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes
 .PHONY: help venv test test-docker lint lock build train shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench
+        tensorboard train-local tensorboard-local base-image bench predict export
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -43,6 +43,13 @@ data: .env volumes ## Download a data set into ./data once: make data DATA=mnist
 
 doctor: .env volumes ## Check GPU, shared memory, volumes and disk in the image
 	$(COMPOSE) run --rm train-doctor
+
+predict: .env volumes ## Predict on your files: make predict RUN_DIR=/runs/<name>/<time> INPUTS=./pics
+	@src="$(abspath $(INPUTS))"; dst=/inputs; [ -d "$$src" ] || dst="/inputs/$$(basename "$$src")"; \
+	$(COMPOSE) run --rm -v "$$src:$$dst:ro" train python -m train.predict run=$(RUN_DIR) inputs=/inputs $(ARGS)
+
+export: .env volumes ## Export a run's model to ONNX, checked against PyTorch: make export RUN_DIR=...
+	$(COMPOSE) run --rm train python -m train.export run=$(RUN_DIR) $(ARGS)
 
 tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (Ctrl-C stops)
 	$(COMPOSE) up tensorboard

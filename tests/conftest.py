@@ -104,21 +104,26 @@ def compose_config(runs_dir: Path, data_dir: Path, overrides):
         )
 
 
+def train_in_process(runs_dir: Path, data_dir: Path, overrides) -> Path:
+    """Train from the real composed config, in this process; returns the run dir."""
+    rundir.forget()
+    cfg = compose_config(runs_dir, data_dir, overrides)
+    HydraConfig.instance().set_config(cfg)
+    run_dir = Path(cfg.hydra.run.dir)
+    choices = dict(cfg.hydra.runtime.choices)
+    overrides = list(cfg.hydra.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    app.train(cfg, run_dir, choices, overrides)
+    return run_dir
+
+
 @pytest.fixture
 def train_run(tmp_path, data_dir):
     """Train in-process from the real composed config; returns the run dir."""
 
     def run(*overrides, runs_dir: Path | None = None) -> Path:
-        rundir.forget()
-        cfg = compose_config(runs_dir or tmp_path / "runs", data_dir, overrides)
-        HydraConfig.instance().set_config(cfg)
-        run_dir = Path(cfg.hydra.run.dir)
-        choices = dict(cfg.hydra.runtime.choices)
-        overrides = list(cfg.hydra.overrides.task)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        app.train(cfg, run_dir, choices, overrides)
-        return run_dir
+        return train_in_process(runs_dir or tmp_path / "runs", data_dir, overrides)
 
     return run
 

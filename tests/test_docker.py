@@ -103,6 +103,27 @@ def test_train_in_the_image_writes_a_run_the_host_can_load(project):
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
+def test_predict_and_export_in_the_image_with_read_only_inputs(project, tmp_path):
+    """The README's way: the user's files mounted read-only, the run from the runs volume."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    run = next(r for r in runs_of(project.home) if (r / "checkpoints" / "best.pt").exists())
+    inside = f"/runs/{run.relative_to(project.home / 'runs')}"
+    digits = load_digits()
+    for i in range(4):
+        Image.fromarray(digits.images[i].astype("uint8")).save(tmp_path / f"{i}.png")
+    out = project("run", "--rm", "-T", "-v", f"{tmp_path}:/inputs:ro", "train", "python", "-m",
+                  "train.predict", f"run={inside}", "inputs=/inputs", check=True)  # fmt: skip
+    lines = [ln.split("\t") for ln in out.stdout.splitlines() if ln.startswith("/inputs/")]
+    assert [ln[0] for ln in lines] == [f"/inputs/{i}.png" for i in range(4)]
+    assert all(ln[1] in digits.target_names.astype(str) and 0 < float(ln[2]) <= 1 for ln in lines)
+    out = project("run", "--rm", "-T", "train", "python", "-m", "train.export", f"run={inside}",
+                  check=True)  # fmt: skip
+    assert "parity: max |difference|" in out.stdout
+    assert (run / "checkpoints" / "model.onnx").stat().st_uid == os.getuid()
+
+
 def test_tensorboard_becomes_healthy_and_lists_the_run(project):
     if not runs_of(project.home):
         project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=1", check=True)

@@ -94,6 +94,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     train_b = Batches(data.train, data.batch_size, norm, device)
     val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
     writer = board.open_writer(run_dir, state.step if resumed is not None else None)
+    if resumed is None:
+        _describe(model, data, run_dir, writer)
     stop = StopRequest()  # SIGTERM/SIGINT: finish the step, checkpoint, exit 143/130
     timing = loop.Timing()
     forward = _compiled(model) if cfg.trainer.compile else model  # saved: `model`'s weights
@@ -142,6 +144,7 @@ def _score_and_report(
     board.hparams(writer, _hparams(config, choices), _flat(results), state.step)
     report.pictures(writer, model, data, task, device, confusion, cfg_trainer.num_sample_images,
                     state.step)  # fmt: skip
+    _graph(model, data.in_shape, writer)
     return results
 
 
@@ -152,6 +155,33 @@ def _import_in_background(name: str) -> None:
     import threading
 
     threading.Thread(target=importlib.import_module, args=(name,), daemon=True).start()
+
+
+def _describe(model, data, run_dir: Path, writer) -> None:
+    """The model's summary into the log, summary.txt and TensorBoard's TEXT tab."""
+    from train import summary
+
+    text = summary.table(model, data.in_shape)
+    log.info("model:\n%s", text)
+    (run_dir / "summary.txt").write_text(text + "\n")
+    writer.add_text("model/summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
+
+
+def _graph(model, in_shape, writer) -> None:
+    """The model graph into TensorBoard (traced in eval mode: no dropout draw, no batch-norm
+    update); after training, so tracing does not delay the first step."""
+    import warnings
+
+    import torch
+
+    param = next(model.parameters())
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            writer.add_graph(model, torch.zeros(1, *in_shape, device=param.device))
+    except Exception as e:  # noqa: BLE001 - a model that does not trace still trains
+        log.warning("warning: no model graph in TensorBoard (%s: %s)", type(e).__name__, e)
 
 
 def _deterministic() -> None:

@@ -38,6 +38,19 @@ class Normalizer:
         self.b = (-data.mean / data.std).reshape(shape).to(device)
         self.memory_format = memory_format if data.is_image else torch.contiguous_format
 
+    @classmethod
+    def from_meta(cls, meta: dict, device: torch.device) -> "Normalizer":
+        """The same normalisation from a checkpoint's data meta (no data needed)."""
+        from types import SimpleNamespace
+
+        fields = SimpleNamespace(
+            scale=meta["scale"],
+            mean=torch.tensor(meta["mean"]),
+            std=torch.tensor(meta["std"]),
+            is_image=len(meta["in_shape"]) == 3,
+        )
+        return cls(fields, device)
+
     def __call__(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.b, x.float(), self.a).contiguous(memory_format=self.memory_format)
 

@@ -292,3 +292,26 @@ class EvaluateConfig:
 
 def register_evaluate() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+@dataclass
+class PredictConfig:
+    run: str = MISSING  # the run directory whose model predicts
+    inputs: str = MISSING  # a file, a folder or a quoted glob
+    checkpoint: str = "best"  # best | last
+    out: str | None = None  # also write the predictions to this CSV (never over an existing file)
+
+
+def register_predict() -> None:
+    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
+
+
+@dataclass
+class ExportConfig:
+    run: str = MISSING  # the run directory whose model is exported
+    format: str = "onnx"  # onnx | torchscript
+    checkpoint: str = "best"  # best | last
+
+
+def register_export() -> None:
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)

@@ -184,7 +184,7 @@ def synthetic(num_samples: int, shape: list[int], num_classes: int, seed: int, *
 def csv(path: str, target: str, task, **common) -> Data:
     """A user's CSV file with a header: numeric feature columns and one target column."""
     task = getattr(task, "value", task)
-    header, rows = _read_csv(Path(path))
+    header, rows = read_csv(Path(path))
     if target not in header:
         raise UserError(
             f"data.target={target!r} is not a column of {path}; its columns are {header}."
@@ -194,7 +194,7 @@ def csv(path: str, target: str, task, **common) -> Data:
     x = torch.tensor([_numbers(path, r, i, header, t) for i, r in enumerate(rows, 2)])
     labels = [r[t].strip() for r in rows]
     if task == "regression":
-        y = torch.tensor([[_number(path, v, n, target)] for n, v in enumerate(labels, 2)])
+        y = torch.tensor([[parse_number(path, v, n, target)] for n, v in enumerate(labels, 2)])
         names = None
     else:
         names = sorted(set(labels), key=_natural)
@@ -376,12 +376,12 @@ def _save_cache(path: Path, blob: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     try:
         with path.open(newline="") as f:
             rows = [r for r in csvlib.reader(f) if r]
     except OSError as e:
-        raise UserError(f"data.path={path} cannot be read: {e.strerror or e}.") from None
+        raise UserError(f"{path} cannot be read: {e.strerror or e}.") from None
     if len(rows) < 2:
         raise UserError(f"{path} needs a header row and at least one data row.")
     header = [h.strip() for h in rows[0]]
@@ -392,10 +392,10 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _numbers(path, row, line, header, skip) -> list[float]:
-    return [_number(path, v, line, header[i]) for i, v in enumerate(row) if i != skip]
+    return [parse_number(path, v, line, header[i]) for i, v in enumerate(row) if i != skip]
 
 
-def _number(path, value: str, line: int, column: str) -> float:
+def parse_number(path, value: str, line: int, column: str) -> float:
     try:
         number = float(value)
     except ValueError:

@@ -43,7 +43,8 @@ def unused_path(path: Path) -> Path:
 
 
 def pictures(writer, model, data: Data, task: Task, device, confusion, count: int, step: int):
-    """The confusion matrix and a grid of sample inputs labelled predicted/true."""
+    """The confusion matrix, a grid of sample inputs labelled predicted/true, and the grid of
+    the worst-predicted validation examples (highest loss) beside it."""
     if confusion is not None:
         writer.add_image(
             "confusion_matrix", board.confusion_image(confusion, data.class_names), step
@@ -60,3 +61,22 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
         x.float() / data.scale, [names[i] for i in pred], [names[i] for i in split.y[:count]]
     )
     writer.add_image("samples (predicted/true)", grid, step)
+    held_out = data.val if isinstance(data.val, TensorSplit) else split
+    idx, pred = _worst(model, data, task, device, held_out, count)
+    grid = board.sample_grid(held_out.x[idx].float() / data.scale, [names[i] for i in pred],
+                             [names[i] for i in held_out.y[idx]])  # fmt: skip
+    writer.add_image("worst predictions (predicted/true)", grid, step)
+
+
+def _worst(model, data: Data, task: Task, device, split: TensorSplit, count: int):
+    """Indices of the `count` examples of `split` with the highest loss, and their predictions."""
+    losses, preds = [], []
+    with torch.inference_mode():
+        model.eval()
+        for x, y in Batches(split, data.eval_batch_size, Normalizer(data, device), device):
+            out = model(x)
+            losses.append(task.loss(out, y, reduction="none").cpu())
+            preds.append(task.predict(out).cpu())
+    losses = torch.cat(losses)
+    idx = losses.topk(min(count, len(losses))).indices
+    return idx, torch.cat(preds)[idx].tolist()

@@ -21,18 +21,28 @@ class Task:
             return ("loss", "mse", "mae", "r2")
         return ("loss", "accuracy", "precision", "recall")
 
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+    def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """The batch's loss; `reduction="none"`: one per example (regression: per value)."""
         if self.kind == "regression":
-            return F.mse_loss(out, y)
+            return F.mse_loss(out, y, reduction=reduction)
         if self.binary:
-            return F.binary_cross_entropy_with_logits(out.squeeze(1), y.to(out.dtype))
-        return F.cross_entropy(out, y)
+            return F.binary_cross_entropy_with_logits(
+                out.squeeze(1), y.to(out.dtype), reduction=reduction
+            )
+        return F.cross_entropy(out, y, reduction=reduction)
 
     def predict(self, out: Tensor) -> Tensor:
         """Class indices for classification, the values themselves for regression."""
         if self.kind == "regression":
             return out
         return (out.squeeze(1) > 0).long() if self.binary else out.argmax(1)
+
+    def probability(self, out: Tensor) -> Tensor:
+        """Classification: the probability the model gives its predicted class."""
+        if self.binary:
+            p = torch.sigmoid(out.squeeze(1).float())
+            return torch.where(out.squeeze(1) > 0, p, 1 - p)
+        return out.float().softmax(1).amax(1)
 
     def meter(self, device: torch.device) -> "Meter":
         if self.kind == "regression":
@@ -46,7 +56,7 @@ class Meter:
         self.n = 0
 
     def update(self, task: Task, out: Tensor, y: Tensor, loss: Tensor) -> None:
-        self.loss_sum += loss.detach().double() * len(y)
+        self.loss_sum += loss.detach() * len(y)  # (float64 sum of float32 terms)
         self.n += len(y)
         self._update(task.predict(out.detach()), y)
 

@@ -1,0 +1,150 @@
+"""`python -m train.export run=<run dir> format=onnx|torchscript`: the run's model as a file other
+runtimes load, beside its checkpoint (`model.onnx` or `model.ts`; numbered, never over an
+earlier one). It is kept only if it agrees with PyTorch on a batch of held-out inputs: outputs
+within RTOL/ATOL, predicted classes identical. The ONNX model takes normalised float32 inputs
+with a dynamic batch dimension; its metadata holds the preprocessing constants and class names.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from train import config
+from train.app import CONF_DIR
+from train.errors import UserError, run_entrypoint
+
+log = logging.getLogger("train")
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
+# float32 through other kernels (ONNX Runtime's, TorchScript's fusions): sums in another order
+RTOL, ATOL = 1e-3, 1e-4
+HELD_OUT = 256
+
+
+def main() -> None:
+    config.register_export()
+    run_entrypoint(_hydra_main)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    export_run(Path(cfg.run), cfg.format, cfg.checkpoint)
+
+
+def export_run(run: Path, fmt: str, which: str = "best") -> Path:
+    """Export `run`'s model as `fmt`, check parity, and return the file written."""
+    from train import report
+    from train.trained import load
+
+    if fmt not in FORMATS:
+        raise UserError(f"format={fmt} is not supported; use one of {list(FORMATS)}.")
+    trained = load(run, which)
+    x = _held_out(trained)
+    target = report.unused_path(trained.path.parent / FORMATS[fmt])
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        (_onnx if fmt == "onnx" else _torchscript)(trained, x, tmp)
+        got = (_run_onnx if fmt == "onnx" else _run_torchscript)(tmp, x)
+        _check_parity(trained, x, got, target)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%s; agrees with PyTorch on %d held-out inputs)", target, fmt, len(x))
+    return target
+
+
+def metadata(trained) -> dict[str, str]:
+    """What a user of the exported file needs to prepare inputs and read outputs."""
+    m = trained.meta
+    shape = "N x " + " x ".join(map(str, m["in_shape"]))
+    return {
+        "train.input": f"float32 {shape}: (raw / scale - mean) / std, per channel or feature",
+        "train.output": "logits" if m["task"] == "classification" else "values",
+        **{
+            f"train.{k}": json.dumps(m[k])
+            for k in ("task", "in_shape", "scale", "mean", "std", "class_names", "feature_names")
+        },  # fmt: skip
+        "train.checkpoint": str(trained.path),
+    }
+
+
+def _held_out(trained):
+    """Normalised inputs from the run's test split (else val, else train): the data is rebuilt
+    from the recorded config; where it cannot be (moved, not downloaded), random inputs."""
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        data = instantiate(trained.config["data"])
+        split = next(s for s in (data.test, data.val, data.train) if s is not None)
+        raw = split.x[:HELD_OUT] if hasattr(split, "x") else torch.stack(
+            [split.dataset[i][0] for i in range(min(HELD_OUT, len(split)))])  # fmt: skip
+    except (UserError, OSError) as e:
+        log.warning("the run's data cannot be rebuilt (%s); checking on random inputs", e)
+        g = torch.Generator().manual_seed(0)
+        raw = torch.rand(HELD_OUT, *trained.meta["in_shape"], generator=g) * trained.meta["scale"]
+    with torch.no_grad():  # (not inference_mode: tracing refuses inference tensors)
+        return trained.normalize(raw)
+
+
+def _onnx(trained, x, path: Path) -> None:
+    import torch
+
+    program = torch.onnx.export(
+        trained.model, (x[:2],), dynamo=True, verbose=False, input_names=["input"],
+        output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )  # fmt: skip
+    program.model.metadata_props.update(metadata(trained))
+    program.save(str(path))
+
+
+def _run_onnx(path: Path, x):
+    import onnxruntime
+    import torch
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def _torchscript(trained, x, path: Path) -> None:
+    import torch
+
+    traced = torch.jit.trace(trained.model, x[:2])
+    extra = {"train.json": json.dumps(metadata(trained))}
+    torch.jit.save(traced, str(path), _extra_files=extra)
+
+
+def _run_torchscript(path: Path, x):
+    import torch
+
+    with torch.inference_mode():
+        return torch.jit.load(str(path)).eval()(x)
+
+
+def _check_parity(trained, x, got, target: Path) -> None:
+    import torch
+
+    with torch.inference_mode():
+        want = trained.model(x)
+    diff = (got.float() - want.float()).abs()
+    worst = diff.max().item()
+    bad = (diff > ATOL + RTOL * want.abs()).sum().item()
+    task = trained.task
+    classes = 0
+    if task.kind == "classification":
+        classes = (task.predict(got) != task.predict(want)).sum().item()
+    if bad or classes:
+        raise UserError(
+            f"parity check failed: on {len(x)} held-out inputs the exported model differs from "
+            f"PyTorch by up to {worst:.3g} ({bad} output(s) beyond rtol {RTOL} + atol {ATOL}; "
+            f"{classes} predicted class(es) differ), so {target} was not written."
+        )
+    log.info("parity: max |difference| %.3g over %d held-out inputs; classes identical", worst,
+             len(x))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
