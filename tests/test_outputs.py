@@ -51,7 +51,8 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
     for split in ("train", "val"):
         assert {f"{split}/{m}" for m in ("loss", "accuracy", "precision", "recall")} <= scalars
     assert {"train/loss_step", "lr"} <= scalars
-    assert {"confusion_matrix", "samples (predicted/true)"} <= set(acc.Tags()["images"])
+    images = {"confusion_matrix", "samples (predicted/true)", "worst predictions (predicted/true)"}
+    assert images <= set(acc.Tags()["images"])
     assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
     assert [e.step for e in acc.Scalars("val/loss")] == [40, 80, 120]  # one per epoch
 
