@@ -59,6 +59,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     if cfg.trainer.deterministic:
         _deterministic()
     device, why = devices.choose(cfg.trainer.device)
+    if cfg.trainer.compile:
+        _need_compiler(device)
     scaler, autocast = _precision(cfg.trainer.amp.value, device)
     log.info("run dir: %s", run_dir)
     log.info("device: %s (%s); seed %d", device, why, seed)
@@ -230,6 +232,23 @@ def _compiled(model):
 
     log.info("compiling the model (trainer.compile=true): the first steps take longer")
     return torch.compile(model)
+
+
+def _need_compiler(device) -> None:
+    """Inductor builds C++ on the CPU and Triton builds C launchers on GPUs: a compiler must be
+    there. Checked before any work, rather than failing at the first step."""
+    import shutil
+
+    names = ("CXX", "g++", "clang++") if device.type == "cpu" else ("CC", "gcc", "clang", "cc")
+    found = os.environ.get(names[0]) or any(shutil.which(n) for n in names[1:])
+    if not found:
+        kind = "a C++ compiler (g++)" if device.type == "cpu" else "a C compiler (gcc)"
+        raise UserError(
+            f"trainer.compile=true needs {kind} for torch.compile on {device.type}, and none is "
+            f"on PATH (nor in ${names[0]}); the project's images carry none, to stay lean. "
+            "Install one (Debian: apt-get install g++), or leave trainer.compile=false: on CPUs it "
+            "measured slower anyway (docs/benchmarks.md)."
+        )
 
 
 def _settings(cfg_trainer: DictConfig, task):
