@@ -38,6 +38,17 @@ def learnable_images(n: int, shape: tuple, classes: int, seed: int):
     return x, y
 
 
+def write_class_table(path: Path, n: int, spread: float) -> None:
+    """A CSV as a user brings one: features f1..f3 around their class (a, b or c), then label."""
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,f3,label"]
+    for _ in range(n):
+        c = int(rng.integers(3))
+        f = rng.normal(c, spread, 3)
+        rows.append(f"{f[0]:.3f},{f[1]:.3f},{f[2]:.3f},{'abc'[c]}")
+    path.write_text("\n".join(rows) + "\n")
+
+
 def write_mnist_like(root: Path, folder: str, n_train=300, n_test=100) -> None:
     for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
         x, y = learnable_images(n, (28, 28), 10, seed)

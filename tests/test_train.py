@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_class_table
 from PIL import Image
 
 from train.errors import UserError
@@ -33,13 +34,7 @@ KIND = {"linear_toy": "regression", "quiz_scores": "regression", "logistic_point
 def user_files(tmp_path_factory) -> dict:
     """A 3-class CSV and an image folder, as a user would bring them."""
     root = tmp_path_factory.mktemp("user")
-    rng = np.random.default_rng(0)
-    rows = ["f1,f2,f3,label"]
-    for _ in range(90):
-        c = int(rng.integers(3))
-        f = rng.normal(c, 0.3, 3)
-        rows.append(f"{f[0]:.3f},{f[1]:.3f},{f[2]:.3f},{'abc'[c]}")
-    (root / "table.csv").write_text("\n".join(rows) + "\n")
+    write_class_table(root / "table.csv", 90, spread=0.3)
     for c, colour in enumerate(["red", "green", "blue"]):
         (root / "pics" / colour).mkdir(parents=True)
         for i in range(10):

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import train_in_process
+from conftest import train_in_process, write_class_table
 from hydra.utils import instantiate
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -60,13 +60,7 @@ def test_predict_on_pngs_matches_evaluating_the_same_tensors(runs, tmp_path):
 
 
 def test_predict_on_a_csv_matches_the_training_time_test_score(tmp_path, train_run):
-    rng = np.random.default_rng(0)
-    lines = ["f1,f2,f3,label"]
-    for _ in range(120):
-        c = int(rng.integers(3))
-        f = rng.normal(c, 0.8, 3)
-        lines.append(f"{f[0]:.3f},{f[1]:.3f},{f[2]:.3f},{'abc'[c]}")
-    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    write_class_table(tmp_path / "table.csv", 120, spread=0.8)
     run = train_run("data=csv", f"data.path={tmp_path / 'table.csv'}", "data.target=label",
                     "data.test_fraction=0.3", "model=softmax", *SHORT)  # fmt: skip
     trained = load(run)

@@ -36,25 +36,19 @@ def evaluate_run(
     import torch
     from hydra.utils import instantiate
 
-    from train import checkpoint, report
+    from train import report
     from train.device import choose
-    from train.task import Task
+    from train.trained import load
 
     if split not in SPLITS or which not in ("best", "last"):
         raise UserError(
             f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
             "checkpoint best or last."
         )
-    path = run / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise UserError(
-            f"run={run} has no {which} checkpoint ({path} does not exist); give a run "
-            "directory that trained at least one epoch."
-        )
-    blob = checkpoint.load(path)
+    trained = load(run, which)
+    path, meta = trained.path, trained.meta
     device, why = choose(device_name)
-    meta = blob["data"]
-    data = instantiate(blob["config"]["data"])
+    data = instantiate(trained.config["data"])
     # Score with the normalisation the model was trained with, whatever the data looks like now.
     data.mean, data.std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     if batch_size is not None:
@@ -62,18 +56,14 @@ def evaluate_run(
     if getattr(data, split) is None:
         have = [s for s in SPLITS if getattr(data, s) is not None]
         raise UserError(f"split={split}: this run's data has no {split} split; it has {have}.")
-    model = instantiate(
-        blob["config"]["model"], in_shape=tuple(meta["in_shape"]), num_outputs=meta["num_outputs"]
-    )
-    checkpoint.load_model(model, blob["model"], path)
-    model.to(device)
-    task = Task(meta["task"], meta["num_classes"])
-    results, confusion = report.score(model, data, task, device, nullcontext, splits=(split,))
+    model = trained.model.to(device)
+    results, confusion = report.score(model, data, trained.task, device, nullcontext,
+                                      splits=(split,))  # fmt: skip
     out = {
         "run": str(run),
         "checkpoint": str(path),
         "split": split,
-        "step": blob["state"]["step"],
+        "step": trained.step,
         "metrics": results[split],
     }
     log.info(

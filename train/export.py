@@ -77,10 +77,12 @@ def _held_out(trained):
     import torch
     from hydra.utils import instantiate
 
+    from train.data import TensorSplit
+
     try:
         data = instantiate(trained.config["data"])
         split = next(s for s in (data.test, data.val, data.train) if s is not None)
-        raw = split.x[:HELD_OUT] if hasattr(split, "x") else torch.stack(
+        raw = split.x[:HELD_OUT] if isinstance(split, TensorSplit) else torch.stack(
             [split.dataset[i][0] for i in range(min(HELD_OUT, len(split)))])  # fmt: skip
     except (UserError, OSError) as e:
         log.warning("the run's data cannot be rebuilt (%s); checking on random inputs", e)

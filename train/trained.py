@@ -23,6 +23,7 @@ class Trained:
     meta: dict  # the data's: task, in_shape, num_classes, class_names, feature_names, scale, ...
     config: dict  # the run's resolved config
     path: Path  # the checkpoint it came from
+    step: int  # the optimizer steps behind those weights
 
     @property
     def task(self) -> Task:
@@ -39,8 +40,9 @@ class Trained:
     @torch.inference_mode()
     def outputs(self, x: Tensor, batch_size: int = 256) -> Tensor:
         """The model's raw outputs for raw inputs `x`, in batches."""
+        norm = Normalizer.from_meta(self.meta, x.device)  # once, not per batch
         steps = range(0, len(x), batch_size)
-        parts = [self.model(self.normalize(x[i : i + batch_size])) for i in steps]
+        parts = [self.model(norm(x[i : i + batch_size])) for i in steps]
         return torch.cat(parts) if parts else torch.empty(0)
 
 
@@ -62,4 +64,4 @@ def load(run: Path, which: str = "best") -> Trained:
         blob["config"]["model"], in_shape=meta["in_shape"], num_outputs=meta["num_outputs"]
     )
     checkpoint.load_model(model, blob["model"], path)
-    return Trained(model.eval(), meta, blob["config"], path)
+    return Trained(model.eval(), meta, blob["config"], path, blob["state"]["step"])
