@@ -103,6 +103,17 @@ def test_train_in_the_image_writes_a_run_the_host_can_load(project):
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
+def test_torchrun_in_the_image_trains_on_two_processes(project):
+    """The README's way to run DDP in the image (gloo on the CPU image; NCCL needs GPUs)."""
+    out = project("run", "--rm", "-T", "train", "torchrun", "--standalone", "--nproc_per_node=2",
+                  "-m", "train", "data=digits", "trainer.max_epochs=1", "name=ddp_digits",
+                  check=True)  # fmt: skip
+    assert "torchrun: 2 ranks (gloo), data.batch_size=64 per rank" in out.stdout
+    (run,) = [r for r in runs_of(project.home) if r.parent.name == "ddp_digits"]
+    assert (run / "checkpoints" / "last.pt").stat().st_uid == os.getuid()
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+
+
 def test_predict_and_export_in_the_image_with_read_only_inputs(project, tmp_path):
     """The README's way: the user's files mounted read-only, the run from the runs volume."""
     from PIL import Image

@@ -13,17 +13,34 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from train import config, rundir
+from train import config, distributed, rundir
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
 
+# At import, not in main(): a parallel sweep launcher (joblib) runs jobs in fresh processes,
+# which import this module to find the task function but never call main().
+config.register()
+rundir.register_resolvers()
+
 
 def main() -> None:
-    """Console entry: run the Hydra app, turning a UserError into one paragraph and exit 2."""
-    config.register()
-    rundir.register_resolvers()
-    run_entrypoint(_hydra_main, on_error=rundir.discard_unstarted)
+    """Console entry: run the Hydra app, turning a UserError into one paragraph and exit 2.
+    Under torchrun, join the other ranks first: they agree on the run dir with rank 0."""
+    entry = _start_and_run
+    if distributed.ranks().many:  # a crash's traceback reaches torchrun's failure report
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        entry = record(entry)
+    try:
+        run_entrypoint(entry, on_error=rundir.discard_unstarted)
+    finally:
+        distributed.finish()
+
+
+def _start_and_run() -> float | None:
+    distributed.start()
+    return _hydra_main()
 
 
 # An absolute path: run as `python -m train`, Hydra would look for a Python package named conf.
@@ -32,15 +49,23 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    runtime = HydraConfig.get().runtime
-    overrides = list(HydraConfig.get().overrides.task)
-    return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides)
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    runtime = hydra_cfg.runtime
+    overrides = list(hydra_cfg.overrides.task)
+    job = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides, job)
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -> float | None:
+def train(
+    cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], job: int | None = None
+) -> float | None:
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
 
-    `choices` are the config groups' chosen options, `overrides` the command line's (recorded).
+    `choices` are the config groups' chosen options, `overrides` the command line's (recorded),
+    `job` a sweep job's number (it spreads parallel jobs over the GPUs). Under torchrun, every
+    rank runs this; rank 0 alone writes, and alone scores the result at the end.
     """
     from train import board, checkpoint, doctor, loop, models, record, report
     from train import device as devices
@@ -49,28 +74,38 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     from train.task import Task
 
     _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
+    ranks = distributed.ranks()
+    if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
+        logging.getLogger().setLevel(logging.WARNING)
     for note in rundir.notes:  # what resume=auto looked at
         log.info("%s", note)
     source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
-    if source is None and (run_dir / "checkpoints").exists():  # e.g. two sweeps in a second
+    if source is None and ranks.main and (run_dir / "checkpoints").exists():  # two sweeps in 1 s
         raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
     resumed = checkpoint.load(source) if source is not None else None
-    seed = _seed(cfg.seed, resumed)
+    seed = distributed.agreed(lambda: _draw_seed(cfg.seed, resumed))  # seed=null: rank 0 draws
+    _seed(seed)
     if cfg.trainer.deterministic:
         _deterministic()
-    device, why = devices.choose(cfg.trainer.device)
+    slot = ranks.local if ranks.many else job
+    device, why = devices.choose(cfg.trainer.device, slot, shared=not ranks.many)
     if cfg.trainer.compile:
         _need_compiler(device)
     scaler, autocast = _precision(cfg.trainer.amp.value, device)
     log.info("run dir: %s", run_dir)
     log.info("device: %s (%s); seed %d", device, why, seed)
+    if ranks.many:
+        log.info("torchrun: %d ranks (%s), data.batch_size=%d per rank, %d in all per step",
+                 ranks.world, distributed.backend(), cfg.data.batch_size,
+                 cfg.data.batch_size * ranks.world)  # fmt: skip
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
     for warning in doctor.warnings(Path(cfg.paths.data_dir), workers):
         log.warning("warning: %s", warning)
 
-    data = instantiate(cfg.data)
+    with distributed.main_first():  # downloads and caches: written once, by rank 0
+        data = instantiate(cfg.data)
     task = Task(data.task, data.num_classes)
-    settings = _settings(cfg.trainer, task)
+    settings = _settings(cfg.trainer, task, quiet=not ranks.main)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
     models.check_fits(model, data.task, data.num_classes)
     memory_format = _memory_format(cfg.trainer, model)
@@ -80,10 +115,11 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["seed"] = seed
-    report.write_json(
-        report.unused_path(run_dir / "run.json"),
-        record.collect(config, overrides, seed, device, cfg.trainer.deterministic),
-    )
+    if ranks.main:
+        report.write_json(
+            report.unused_path(run_dir / "run.json"),
+            record.collect(config, overrides, seed, device, cfg.trainer.deterministic),
+        )
     saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta(), choices)
     state = loop.State()
     if resumed is not None:
@@ -93,21 +129,32 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     _log_data(data, model)
 
     norm = Normalizer(data, device, memory_format)
-    train_b = Batches(data.train, data.batch_size, norm, device)
-    val_b = Batches(data.val, data.eval_batch_size, norm, device) if data.val is not None else None
-    writer = board.open_writer(run_dir, state.step if resumed is not None else None)
-    if resumed is None:
+    shard = {"rank": ranks.rank, "world": ranks.world}
+    train_b = Batches(data.train, data.batch_size, norm, device, **shard)
+    val_b = (Batches(data.val, data.eval_batch_size, norm, device, **shard)
+             if data.val is not None else None)  # fmt: skip
+    resume_step = state.step if resumed is not None else None
+    writer = board.open_writer(run_dir, resume_step) if ranks.main else board.NoWriter()
+    if resumed is None and ranks.main:
         _describe(model, data, run_dir, writer)
     stop = StopRequest()  # SIGTERM/SIGINT: finish the step, checkpoint, exit 143/130
     timing = loop.Timing()
-    forward = _compiled(model) if cfg.trainer.compile else model  # saved: `model`'s weights
+    forward = distributed.wrap(model, device) if ranks.many else model  # saved: `model`'s
+    forward = _compiled(forward) if cfg.trainer.compile else forward  # weights, no prefixes
+
+    def save(name, st):
+        if ranks.main:
+            saver.save(name, model, optimizer, scheduler, scaler, st)
+
     try:
         with stop:
             state = loop.fit(
                 forward, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
-                autocast=autocast, writer=writer, stop=stop, timing=timing,
-                save=lambda name, st: saver.save(name, model, optimizer, scheduler, scaler, st),
+                autocast=autocast, writer=writer, stop=stop, timing=timing, save=save,
+                evaluator=model if ranks.many else forward,
             )  # fmt: skip
+            if not ranks.main and not stop:  # rank 0 scores the result alone
+                return None
             if not stop:  # (a signal during the scoring below lets it finish: seconds)
                 results = _score_and_report(
                     model, data, task, device, autocast, saver, state, writer, run_dir, config,
@@ -116,8 +163,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str]) -
     finally:
         writer.close()
     if stop:
-        print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
-              f"resume={run_dir} continues the run", flush=True)  # fmt: skip
+        if ranks.main:
+            print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
+                  f"resume={run_dir} continues the run", flush=True)  # fmt: skip
         sys.exit(stop.exit_code)
     _log_results(results, OmegaConf.to_container(cfg.expect))
     monitored = results.get("val", results["train"])
@@ -251,7 +299,7 @@ def _need_compiler(device) -> None:
         )
 
 
-def _settings(cfg_trainer: DictConfig, task):
+def _settings(cfg_trainer: DictConfig, task, quiet: bool = False):
     from train.loop import Settings
 
     if cfg_trainer.monitor not in task.metric_names:
@@ -273,24 +321,28 @@ def _settings(cfg_trainer: DictConfig, task):
         monitor_mode=cfg_trainer.monitor_mode.value,
         patience=cfg_trainer.patience,
         grad_clip=cfg_trainer.grad_clip,
-        progress=cfg_trainer.progress.value,
+        progress="lines" if quiet else cfg_trainer.progress.value,  # (lines: to the log)
         skip_nonfinite=cfg_trainer.on_nonfinite.value == "skip",
     )
 
 
-def _seed(seed: int | None, resumed: dict | None) -> int:
-    """Seed every generator; `seed=null` draws one (recorded, so the run can be replayed)."""
+def _draw_seed(seed: int | None, resumed: dict | None) -> int:
+    """The run's seed: the resumed run's, the config's, or (`seed=null`) a drawn one, recorded
+    so the run can be replayed."""
+    if resumed is not None:
+        return resumed["config"]["seed"]
+    return seed if seed is not None else random.SystemRandom().randrange(2**31)
+
+
+def _seed(seed: int) -> None:
+    """Seed every generator. Every torchrun rank takes the same seed: the same initial weights,
+    and generator states that stay equal (rank 0's checkpoint resumes them all)."""
     import numpy as np
     import torch
 
-    if resumed is not None:
-        seed = resumed["config"]["seed"]
-    elif seed is None:
-        seed = random.SystemRandom().randrange(2**31)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return seed
 
 
 def _optimizer(cfg_optim: DictConfig, model):

@@ -1,8 +1,13 @@
-"""Batches on the device: a seeded, epoch-dependent order.
+"""Batches on the device: a seeded, epoch-dependent order, and each rank's shard of it.
 
 An in-memory split is normalised once, onto the device (one float copy beside the uint8 one the
 data keeps), and batches are formed by indexing it: the hot loop does no per-sample work and
 starts no worker processes, as the loop a user writes by hand. Folder splits use a DataLoader.
+
+Under torchrun, training step k takes global batch k of the epoch's order (the per-rank batch
+times the ranks) and rank r trains on the r-th slice of it: the ranks together see what one
+process with the global batch would. Evaluation splits the data in contiguous parts instead,
+uneven where it must be, so every example is scored exactly once.
 """
 
 from collections.abc import Iterator
@@ -17,6 +22,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     """The training order of epoch `epoch`: the same for a given seed on every machine and rank."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+def shard_bounds(n: int, batch_size: int, rank: int, world: int) -> list[tuple[int, int]]:
+    """Rank `rank`'s (start, end) positions in an epoch's order, batch by batch. Every rank gets
+    the same number of equal batches; the last n % world positions of the order sit the epoch
+    out (a different few each epoch, as the order is reshuffled)."""
+    per = n // world
+    return [(s * world + rank * (e - s), s * world + (rank + 1) * (e - s))
+            for s, e in bounds(per, batch_size)]  # fmt: skip
+
+
+def part(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous part of n examples (evaluation: sizes differ by at most one)."""
+    return rank * n // world, (rank + 1) * n // world
 
 
 def bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -64,28 +83,38 @@ class Normalizer:
 
 
 class Batches:
-    """One split's batches on `device`, normalised; the whole split moved there once."""
+    """One split's batches on `device`, normalised; the whole split moved there once.
+    `rank`/`world`: which of torchrun's processes this is (see the module's docstring)."""
 
-    def __init__(self, split: Split, batch_size: int, normalize: Normalizer, device: torch.device):
+    def __init__(self, split: Split, batch_size: int, normalize: Normalizer, device: torch.device,
+                 rank: int = 0, world: int = 1):  # fmt: skip
         self.split, self.batch_size, self.normalize, self.device = (
             split,
             batch_size,
             normalize,
             device,
         )
+        self.rank, self.world = rank, world
         if isinstance(split, TensorSplit):
             self.x, self.y = normalize.whole(split.x, device), split.y.to(device)
 
     def __len__(self) -> int:
-        return len(bounds(len(self.split), self.batch_size))
+        """The training batches of one epoch (this rank's)."""
+        return len(shard_bounds(len(self.split), self.batch_size, self.rank, self.world))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """In stored order (evaluation)."""
-        return self.ordered(None)
+        """This rank's part, in stored order (evaluation)."""
+        first, end = part(len(self.split), self.rank, self.world)
+        pairs = [(first + s, first + e) for s, e in bounds(end - first, self.batch_size)]
+        return self._batches(None, pairs)
 
-    def ordered(self, order: Tensor | None, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """In `order` (None: stored order), from batch number `start` on (resuming mid-epoch)."""
-        pairs = bounds(len(self.split), self.batch_size)[start:]
+    def ordered(self, order: Tensor, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's batches of an epoch in `order`, from batch number `start` on (resuming
+        mid-epoch)."""
+        bounds_ = shard_bounds(len(self.split), self.batch_size, self.rank, self.world)
+        return self._batches(order, bounds_[start:])
+
+    def _batches(self, order: Tensor | None, pairs) -> Iterator[tuple[Tensor, Tensor]]:
         if isinstance(self.split, FolderSplit):
             yield from self._from_loader(order, pairs)
             return

@@ -24,6 +24,13 @@ def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
     return SummaryWriter(str(run_dir), purge_step=resume_step + 1)
 
 
+class NoWriter:
+    """A writer that writes nothing: torchrun's ranks other than 0 (rank 0 logs for all)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: int) -> None:
     for name, value in metrics.items():
         writer.add_scalar(f"{split}/{name}", value, step)

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train import board
+from train import board, distributed
 from train.batches import Batches, epoch_order
 from train.errors import UserError
 from train.progress import track
+from train.signals import StopRequest
 from train.task import Meter, Task
 
 EXIT_NONFINITE = 3
@@ -105,13 +106,15 @@ def train_steps(
     scaler,
     grad_clip: float | None,
     skip_nonfinite: bool,
-    after_step: Callable[[torch.Tensor], bool],
+    after_step: Callable[[float], bool],
     on_skip: Callable[[], None],
+    read_loss: Callable[[torch.Tensor], float] = torch.Tensor.item,
 ) -> int:
-    """Train on `batches` until they run out or `after_step` says stop; the batches used.
+    """Train on `batches` until they run out or `after_step(loss)` says stop; the batches used.
 
     A NaN/inf loss raises NonFiniteLoss before any weight changes (or, with `skip_nonfinite`,
-    the batch is skipped): one device sync per step (`loss.item()`), free on the CPU.
+    the batch is skipped): one device sync per step (`read_loss`: `.item()`, or the ranks'
+    mean), free on the CPU.
     """
     model.train()
     used = 0
@@ -122,7 +125,7 @@ def train_steps(
         with autocast():
             out = model(x)
             loss = task.loss(out, y)
-        value = loss.item()  # (a device sync; cheaper than a torch.isfinite kernel and then one)
+        value = read_loss(loss)  # (a device sync; cheaper than a torch.isfinite kernel and one)
         if not math.isfinite(value):
             if not skip_nonfinite:
                 raise NonFiniteLoss(value, used)
@@ -135,7 +138,7 @@ def train_steps(
         scaler.step(optimizer)
         scaler.update()
         meter.update(task, out, y, loss)
-        if after_step(loss):
+        if after_step(value):
             break
     return used
 
@@ -169,35 +172,60 @@ def fit(
     autocast,
     writer,
     save,
-    stop=False,
+    stop=None,
     timing: Timing | None = None,
+    evaluator: nn.Module | None = None,
 ) -> State:
     """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal); after each
-    epoch, and on a stop mid-epoch, `save(name, state)` writes a checkpoint."""
+    epoch, and on a stop mid-epoch, `save(name, state)` writes a checkpoint.
+
+    Under torchrun every rank runs this with its own shard (`train` knows it); the ranks agree
+    on each step's loss and on stopping, and sum their metrics before anything is decided.
+    `evaluator` is the model for validation (default `model`; the plain module under DDP).
+    """
     monitor_split = "val" if val is not None else "train"
     timing = timing if timing is not None else Timing()
+    stop = stop if stop is not None else StopRequest()
+    evaluator = evaluator if evaluator is not None else model
+    world = distributed.ranks().world
 
-    def halt() -> bool:
-        return _limit(s, state) or bool(stop)
+    stopping = [False]  # a signal, as the ranks agreed on it: all of them stop at one step
 
-    while state.epoch < s.max_epochs and not state.stopped_early and not halt():
+    def agree(signum: int | None) -> None:
+        if signum is not None:
+            stopping[0] = True
+            stop.adopt(signum)
+
+    def read_loss(loss: torch.Tensor) -> float:
+        value, signum = distributed.step_consensus(loss, stop.signum)
+        agree(signum)
+        return value
+
+    def halt() -> bool:  # (never `stop` itself: a signal may reach one rank a step early)
+        return _limit(s, state) or stopping[0]
+
+    def halt_between_steps() -> bool:
+        agree(distributed.any_signal(stop.signum))
+        return halt()
+
+    while state.epoch < s.max_epochs and not state.stopped_early and not halt_between_steps():
         start = state.batch_in_epoch
         clock = [time.perf_counter(), 0]  # when this epoch's timing began, samples before it
         meter = task.meter(train.device)
-        if state.meter is not None:
+        if state.meter is not None and distributed.ranks().main:  # (saved summed over ranks)
             meter.load_state_dict(state.meter)
         order = epoch_order(len(train.split), seed, state.epoch)
         desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
         batches = track(train.ordered(order, start), len(train) - start, desc, s.progress)
 
-        def after_step(loss: torch.Tensor, meter=meter, clock=clock) -> bool:
+        def after_step(loss: float, meter=meter, clock=clock) -> bool:
             state.step += 1
             if timing.first_step_s is None:  # start-up ends here; timing starts now
                 timing.first_step_s = process_seconds()
                 log.info("first optimizer step done %.1fs after start", timing.first_step_s)
                 clock[:] = time.perf_counter(), meter.n
             if state.step % s.log_every_n_steps == 0:
-                writer.add_scalar("train/loss_step", loss.item(), state.step)
+                writer.add_scalar("train/loss_step", loss, state.step)
             return halt()
 
         def on_skip() -> None:
@@ -207,7 +235,7 @@ def fit(
             done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
                                scaler=scaler, grad_clip=s.grad_clip,
                                skip_nonfinite=s.skip_nonfinite, after_step=after_step,
-                               on_skip=on_skip)  # fmt: skip
+                               on_skip=on_skip, read_loss=read_loss)  # fmt: skip
         except NonFiniteLoss as e:
             raise UserError(
                 f"the loss became {e.args[0]} at step {state.step + 1} (epoch {state.epoch + 1}, "
@@ -218,6 +246,8 @@ def fit(
                 code=EXIT_NONFINITE,
             ) from None
         state.batch_in_epoch = start + done
+        samples = (meter.n - clock[1]) * world  # (every rank trains equal shards)
+        meter.all_reduce()
         if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
             state.meter = meter.state_dict()
             save("last", state)
@@ -230,14 +260,16 @@ def fit(
         results = {"train": meter.compute()}  # (reading the metrics waits for the device)
         val_start = time.perf_counter()
         if val is not None:
-            results["val"] = evaluate(model, val, task, autocast).compute()
+            checked = evaluate(evaluator, val, task, autocast)
+            checked.all_reduce()  # (each rank scored its part of the split)
+            results["val"] = checked.compute()
         val_s = time.perf_counter() - val_start
         improved = _watch(results[monitor_split][s.monitor], s, state)
         save("last", state)
         if improved:
             save("best", state)
         seconds = time.perf_counter() - clock[0]  # training, validation and checkpoints
-        timing.epochs.append({"epoch": state.epoch, "samples": meter.n - clock[1],
+        timing.epochs.append({"epoch": state.epoch, "samples": samples,
                               "seconds": seconds, "val_seconds": val_s})  # fmt: skip
         _report(writer, results, optimizer, state, s, timing.epochs[-1])
     return state

@@ -44,11 +44,20 @@ def collect(config: dict, overrides: list[str], seed: int, device, deterministic
             "cudnn": torch.backends.cudnn.version() if cuda else None,
         },
         "device": {"type": device.type, "name": device_name(device)},
+        "distributed": distributed_state(),
         "host": {"platform": platform.platform(), "hostname": platform.node()},
         "packages": packages(),
         "git": git_state(),
         "image": image(),
     }
+
+
+def distributed_state() -> dict:
+    """How many torchrun processes trained the run (1: none), and over which backend."""
+    from train import distributed
+
+    r = distributed.ranks()
+    return {"world_size": r.world, "backend": distributed.backend() if r.many else None}
 
 
 def device_name(device) -> str:

@@ -3,15 +3,19 @@
 Hydra resolves `hydra.run.dir` once per job and then creates it with `exist_ok=True`, so the
 choice is made here, by an OmegaConf resolver that creates the directory atomically (`mkdir`
 fails if another run took the name) or, when resuming, returns the run being continued.
+Under torchrun, rank 0 makes that choice and the other ranks take its answer; they write no
+config copy and no log file of their own.
 """
 
 import itertools
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from train import distributed
 from train.errors import UserError
 
 # Hydra may resolve the same interpolation more than once in a process: answer it the same way.
@@ -20,9 +24,11 @@ _created: list[Path] = []  # fresh run dirs made by this process
 
 
 def register_resolvers() -> None:
-    """Make `${train.run_dir:...}` and `${train.config_subdir:...}` usable in conf/."""
+    """Make `${train.run_dir:...}`, `${train.config_subdir:...}` and `${train.log_file:...}`
+    usable in conf/."""
     OmegaConf.register_new_resolver("train.run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("train.config_subdir", config_subdir, replace=True)
+    OmegaConf.register_new_resolver("train.log_file", log_file, replace=True)
 
 
 def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
@@ -33,12 +39,20 @@ def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
         if source is not None:
             _chosen[key] = str(resumed_run_dir(str(source)))
         else:
-            _chosen[key] = str(_fresh(Path(runs_dir) / name))
+            _chosen[key] = distributed.agreed(lambda: str(_fresh(Path(runs_dir) / name)))
     return _chosen[key]
 
 
-def config_subdir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
-    """Where Hydra saves this invocation's config: `.hydra`, or a new one beside it on resume."""
+def log_file(output_dir: str) -> str:
+    """train.log in the run dir; nowhere for torchrun's ranks other than 0."""
+    return str(Path(output_dir) / "train.log") if distributed.ranks().main else os.devnull
+
+
+def config_subdir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str | None:
+    """Where Hydra saves this invocation's config: `.hydra`, or a new one beside it on resume
+    (None, no copy, on torchrun's ranks other than 0)."""
+    if not distributed.ranks().main:
+        return None
     source = resume_source(runs_dir, name, resume, _root_)
     if source is None:
         return ".hydra"

@@ -26,6 +26,11 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signum).name
 
+    def adopt(self, signum: int | None) -> None:
+        """Stop as if `signum` had arrived here (another rank received it)."""
+        if self.signum is None:
+            self.signum = signum
+
     def __enter__(self) -> "StopRequest":
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)

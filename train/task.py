@@ -51,6 +51,8 @@ class Task:
 
 
 class Meter:
+    counts = ("n",)  # the integer sums
+
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.n = 0
@@ -59,6 +61,17 @@ class Meter:
         self.loss_sum += loss.detach() * len(y)  # (float64 sum of float32 terms)
         self.n += len(y)
         self._update(task.predict(out.detach()), y)
+
+    def all_reduce(self) -> None:
+        """Sum the meter over torchrun's ranks, in place (a no-op for one process)."""
+        from train import distributed
+
+        if not distributed.ranks().many:
+            return
+        counts = torch.tensor([getattr(self, c) for c in self.counts], device=self.loss_sum.device)
+        distributed.sum_([*self.sums_tensors(), counts])
+        for c, v in zip(self.counts, counts.tolist(), strict=True):
+            setattr(self, c, v)
 
     def state_dict(self) -> dict:
         """The sums so far: a run stopped mid-epoch resumes its epoch's metrics exactly."""
@@ -75,6 +88,9 @@ class ClassificationMeter(Meter):
         super().__init__(device)
         self.k = num_classes
         self.confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.long)
+
+    def sums_tensors(self) -> list[Tensor]:
+        return [self.loss_sum, self.confusion]
 
     def _update(self, pred: Tensor, y: Tensor) -> None:
         self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k)
@@ -97,11 +113,16 @@ class ClassificationMeter(Meter):
 
 
 class RegressionMeter(Meter):
+    counts = ("n", "count")
+
     def __init__(self, device: torch.device):
         super().__init__(device)
         # sum of squared errors, absolute errors, targets, squared targets; element count
         self.sums = torch.zeros(4, device=device, dtype=torch.float64)
         self.count = 0
+
+    def sums_tensors(self) -> list[Tensor]:
+        return [self.loss_sum, self.sums]
 
     def _update(self, pred: Tensor, y: Tensor) -> None:
         err, y = (pred.double() - y.double()), y.double()

@@ -1,0 +1,184 @@
+"""torchrun: 2 CPU processes (gloo), started as a user starts them. Rank 0 alone writes; its
+checkpoint is a plain model's; 2 ranks x batch b train as 1 process x batch 2b does; a 2-rank
+run resumes exactly; a rank that fails fails the job, named."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from compare import assert_same, outcome
+
+from train import checkpoint, models
+from train.batches import bounds, part, shard_bounds
+
+HERE = Path(__file__).resolve().parent
+# 800 training examples: a multiple of every global batch below, so no example sits out.
+MLP = ["data=synthetic", "model=mlp", "model.hidden=[32]", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture
+def torchrun(tmp_path, data_dir):
+    """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp."""
+
+    def run(*args, script=None, timeout=300):
+        target = [str(script)] if script is not None else ["-m", "train"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (torchrun's default; said to quieten it)
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             *target, f"paths.runs_dir={tmp_path / 'ddp'}", f"paths.data_dir={data_dir}",
+             "trainer.progress=lines", *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env,
+        )  # fmt: skip
+
+    return run
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in runs.rglob("checkpoints/last.pt"))
+
+
+def files(run: Path) -> list[str]:
+    return sorted(
+        "events" if p.name.startswith("events.") else str(p.relative_to(run))
+        for p in run.rglob("*")
+        if p.is_file()
+    )
+
+
+def test_two_ranks_write_once_and_the_checkpoint_loads_into_a_plain_model(torchrun, cli, tmp_path):
+    out = torchrun(*MLP, "trainer.max_epochs=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "ddp")
+    # The same files as a single-process run of the same config: nothing per rank, nothing twice.
+    assert cli(*MLP, "trainer.max_epochs=2").returncode == 0
+    (single,) = run_dirs(tmp_path / "runs")
+    assert files(run) == files(single)
+    events = [p.name for p in run.glob("events.*")]
+    assert len({name.split(".")[4] for name in events}) == 1, events  # one process wrote them
+    log = (run / "train.log").read_text()
+    assert log.count("epoch 1/2 |") == 1 and log.count("run dir:") == 1
+    assert "torchrun: 2 ranks (gloo), data.batch_size=64 per rank, 128 in all per step" in log
+    assert out.stdout.count("epoch 2/2 |") == 1  # one voice on the console
+    assert json.loads((run / "run.json").read_text())["distributed"] == {
+        "world_size": 2, "backend": "gloo"}  # fmt: skip
+
+    blob = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert not any(k.startswith("module.") for k in blob["model"])
+    fresh = models.MLP(in_shape=(1, 28, 28), num_outputs=10, hidden=[32])
+    checkpoint.load_model(fresh, blob["model"], run)  # strict: every key, every shape
+    assert blob["state"]["epoch"] == 2 and blob["state"]["step"] == 2 * 7  # 400 a rank: 6 x 64 + 16
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["timing"]["epochs"][1]["samples"] == 800  # both ranks
+
+
+def test_two_ranks_at_batch_b_train_as_one_process_at_2b(torchrun, train_run, tmp_path):
+    """Tolerance: the runs add the same float32 numbers in another order (DDP averages two
+    half-batch gradients; one process averages the whole batch), so they agree to rounding:
+    at most 6e-8 apart after these 25 SGD steps (measured). rtol 1e-5 + atol 1e-6 leaves room
+    for that, and none for a wrong shard, order or averaging: summing the ranks' gradients
+    instead of averaging them (the same as a halved learning rate) moves weights by ~1e-2."""
+    args = [*MLP, "trainer.max_epochs=1", "optim.lr=0.1", "data.val_fraction=0.1"]
+    out = torchrun(*args, "data.batch_size=16")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (ddp,) = run_dirs(tmp_path / "ddp")
+    one = train_run(*args, "data.batch_size=32", runs_dir=tmp_path / "one")
+    a = checkpoint.load(ddp / "checkpoints" / "last.pt")
+    b = checkpoint.load(one / "checkpoints" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == 25
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (ddp, one))
+    for split in ("train", "val", "test"):  # the ranks' summed metrics are the whole split's
+        for name, value in mb[split].items():
+            assert ma[split][name] == pytest.approx(value, rel=1e-4, abs=1e-6), (split, name)
+
+
+def test_a_two_rank_run_resumes_exactly(torchrun, tmp_path):
+    args = [*MLP, "model.dropout=0.2", "model.batch_norm=true", "optim=adam",
+            "trainer.max_epochs=2"]  # fmt: skip
+    assert torchrun(*args).returncode == 0
+    (whole,) = run_dirs(tmp_path / "ddp")
+    out = torchrun(*args, "trainer.max_steps=10")  # 7 steps an epoch: stops mid-epoch 2
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = [r for r in run_dirs(tmp_path / "ddp") if r != whole]
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["state"]["batch_in_epoch"] == 3
+    out = torchrun(*args, f"resume={run}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming from epoch 1, step 10" in out.stdout
+    assert_same(outcome(whole), outcome(run))
+
+
+def test_a_failing_rank_fails_the_job_and_is_named(torchrun, tmp_path):
+    out = torchrun(*MLP, "trainer.max_epochs=1", script=HERE / "rank_fails.py", timeout=180)
+    assert out.returncode != 0
+    report = out.stdout + out.stderr
+    assert "ChildFailedError" in report and "rank      : 1 (local_rank: 1)" in report, report
+    assert "rank 1 failed on purpose" in report
+
+
+@pytest.mark.parametrize("n, b, world", [(800, 16, 2), (803, 16, 2), (100, 7, 3), (10, 4, 4)])
+def test_shards_are_the_global_batches_split_between_ranks(n, b, world):
+    shards = [shard_bounds(n, b, r, world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # every rank takes as many steps
+    used = n - n % world
+    global_batches = [(s * world, e * world) for s, e in bounds(used // world, b)]
+    for k, (s, e) in enumerate(global_batches):  # step k: the ranks' slices tile global batch k
+        assert [shards[r][k] for r in range(world)] == [
+            (s + r * (e - s) // world, s + (r + 1) * (e - s) // world) for r in range(world)
+        ]
+    assert shard_bounds(n, 2 * b, 0, 1) == bounds(n, 2 * b)  # one process: unchanged
+    parts = [part(n, r, world) for r in range(world)]  # evaluation: each example exactly once
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(parts[r][1] == parts[r + 1][0] for r in range(world - 1))
+
+
+def test_ranks_and_sweep_jobs_spread_over_the_gpus(monkeypatch):
+    from train import device as devices
+    from train.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "a GPU")
+    assert devices.choose("auto", 1, shared=False)[0] == torch.device("cuda", 1)  # local rank 1
+    assert [devices.choose("cuda", job)[0].index for job in range(5)] == [0, 1, 0, 1, 0]
+    assert devices.choose("auto")[0] == torch.device("cuda")  # one process: as before
+    assert devices.choose("cpu", 1, shared=False)[0] == torch.device("cpu")
+    with pytest.raises(UserError, match="local rank 2, but 2 CUDA device"):
+        devices.choose("auto", 2, shared=False)
+    with pytest.raises(UserError, match="trainer.device=cuda:0 pins every torchrun rank"):
+        devices.choose("cuda:0", 1, shared=False)
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_finishes(
+    tmp_path, data_dir, torchrun
+):
+    import signal
+    import time
+
+    slow = ["data=synthetic", "data.num_samples=3000", "model=mlp", "model.hidden=[512,512]",
+            "data.batch_size=16", "trainer.max_epochs=20"]  # fmt: skip
+    runs = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "train", *slow, f"paths.runs_dir={runs}", f"paths.data_dir={data_dir}",
+           "trainer.progress=lines"]  # fmt: skip
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(runs.rglob("checkpoints/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # early in the second epoch
+    child.send_signal(signal.SIGTERM)  # as docker stop does to the container's torchrun
+    out, err = child.communicate(timeout=120)
+    assert child.returncode != 0  # torchrun reports the stop
+    assert out.count("stopped by SIGTERM at step") == 1, out + err  # rank 0 says it, once
+    (run,) = run_dirs(runs)
+    state = checkpoint.load(run / "checkpoints" / "last.pt")["state"]
+    assert 1 <= state["epoch"] < 20, state  # saved where the ranks agreed to stop
+    until = state["epoch"] + 1
+    out = torchrun(*slow, f"resume={run}", f"trainer.max_epochs={until}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == until

@@ -1,0 +1,181 @@
+"""Many processes, one run: the ranks `torchrun` starts (DistributedDataParallel).
+
+Started from torchrun's environment before Hydra composes anything, so the ranks can agree on
+the run directory. One process group serves all: gloo for CPU tensors, plus NCCL for CUDA
+tensors when a GPU is present. Rank 0 alone writes; what a rank must share with the others
+(the run dir, a drawn seed, the stop decision, the metric sums) goes through the few functions
+here. Without torchrun (WORLD_SIZE unset or 1) every function is the single-process identity.
+"""
+
+import os
+import signal
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from train.errors import UserError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands among torchrun's workers."""
+
+    rank: int = 0  # across all machines
+    local: int = 0  # on this machine: picks the GPU
+    world: int = 1
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def many(self) -> bool:
+        return self.world > 1
+
+
+def ranks() -> Ranks:
+    """This process's ranks, read from torchrun's environment (all 1-process values without)."""
+    env = os.environ
+    try:
+        return Ranks(
+            rank=int(env.get("RANK", 0)),
+            local=int(env.get("LOCAL_RANK", 0)),
+            world=int(env.get("WORLD_SIZE", 1)),
+            local_world=int(env.get("LOCAL_WORLD_SIZE", 1)),
+        )
+    except ValueError as e:
+        raise UserError(
+            f"the distributed environment is malformed ({e}): RANK, LOCAL_RANK, WORLD_SIZE and "
+            "LOCAL_WORLD_SIZE must be integers. Start several processes with torchrun."
+        ) from None
+
+
+def backend() -> str:
+    """gloo for CPU tensors; NCCL for CUDA ones where torch sees a GPU."""
+    import torch
+
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def start() -> Ranks:
+    """Join torchrun's process group (once); a no-op for a single process."""
+    r = ranks()
+    if not r.many:
+        return r
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available() and r.local < torch.cuda.device_count():
+            torch.cuda.set_device(r.local)  # NCCL's communicators bind to the current device
+        dist.init_process_group(backend())
+    return r
+
+
+def finish() -> None:
+    """Leave the process group (NCCL warns at exit otherwise)."""
+    import sys
+
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            import gc
+
+            gc.collect()  # DDP's reducer first (it sits in reference cycles): torn down at exit
+            dist.destroy_process_group()  # after the group, it aborted the process now and then
+
+
+def _active() -> bool:
+    import sys
+
+    if "torch.distributed" not in sys.modules:  # never started: a single process
+        return False
+    import torch.distributed as dist
+
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def agreed(compute: Callable[[], Any]) -> Any:
+    """Rank 0's `compute()`, handed to every rank; its UserError is raised on every rank."""
+    if not _active():
+        return compute()
+    import torch.distributed as dist
+
+    box: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", compute())]
+        except UserError as e:
+            box = [("error", e.message, e.code)]
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        raise UserError(box[0][1], code=box[0][2])
+    return box[0][1]
+
+
+def barrier() -> None:
+    if _active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextmanager
+def main_first():
+    """Rank 0 runs the block first (a download, a cache written), then the others."""
+    main = ranks().main
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
+
+
+def sum_(tensors: list) -> None:
+    """Sum each tensor over the ranks, in place."""
+    if _active():
+        import torch.distributed as dist
+
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+def step_consensus(loss, signum: int | None) -> tuple[float, int | None]:
+    """One step's shared facts: the mean loss over ranks (NaN/inf if any rank's is) and the
+    signal any rank received (SIGTERM before SIGINT). One small all-reduce; `.item()` alone
+    for a single process."""
+    if not _active():
+        return loss.item(), signum
+    import torch
+    import torch.distributed as dist
+
+    got = [signum == signal.SIGTERM, signum == signal.SIGINT]
+    t = torch.stack([loss.detach().float(), *(torch.tensor(float(g), device=loss.device)
+                                               for g in got)])  # fmt: skip
+    dist.all_reduce(t)
+    value, term, intr = t.tolist()
+    if signum is None and term > 0:
+        signum = signal.SIGTERM
+    elif signum is None and intr > 0:
+        signum = signal.SIGINT
+    return value / dist.get_world_size(), signum
+
+
+def any_signal(signum: int | None) -> int | None:
+    """The signal any rank received (between steps), so every rank stops at the same point."""
+    if not _active():
+        return signum
+    import torch
+
+    return step_consensus(torch.zeros(()), signum)[1]
+
+
+def wrap(model, device):
+    """The model in DistributedDataParallel (the state_dict stays the plain model's)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
