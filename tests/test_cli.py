@@ -61,6 +61,31 @@ def test_sweep_makes_one_run_dir_and_hparams_entry_each(cli, tmp_path):
         assert acc.PluginTagToContent("hparams")
 
 
+def hparams_of(run) -> dict:
+    """The run's HPARAMS entry, read back with TensorBoard's reader: name -> value."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    for content in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            params = data.session_start_info.hparams
+            return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                    for k, v in params.items()}  # fmt: skip
+    return {}
+
+
+def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
+    out = cli(*QUICK, "optim.lr=0.1,0.01", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+              flags=["-m"])  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr  # it did run in parallel
+    runs = run_dirs(tmp_path)
+    assert [r.name for r in runs] == ["0_digits_mlp", "1_digits_mlp"]
+    assert [hparams_of(r)["optim.lr"] for r in runs] == [0.1, 0.01]
+
+
 @pytest.mark.parametrize(
     "args, code, needles",
     [

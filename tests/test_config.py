@@ -67,3 +67,11 @@ def test_model_sizes_are_not_in_the_config():
     for name in ("linear", "logistic", "softmax", "mlp", "cnn"):
         keys = set(_compose([f"model={name}"]).model)
         assert not keys & {"in_shape", "num_outputs", "in_features", "num_classes"}, name
+
+
+def test_sweep_presets_name_real_options():
+    optims = _compose(["sweep=optimizers"]).hydra.sweeper.params["optim"].split(",")
+    assert optims == ["sgd", "momentum", "adagrad", "rmsprop", "adam"]
+    assert all((CONF / "optim" / f"{o}.yaml").is_file() for o in optims)
+    sizes = _compose(["sweep=batch_size"]).hydra.sweeper.params["data.batch_size"]
+    assert [int(b) for b in sizes.split(",")] == [2**k for k in range(4, 11)]  # 16 .. 1024
