@@ -120,6 +120,13 @@ def test_a_failing_rank_fails_the_job_and_is_named(torchrun, tmp_path):
     assert "rank 1 failed on purpose" in report
 
 
+def test_a_sweep_under_torchrun_is_refused_before_any_work(torchrun, tmp_path):
+    out = torchrun("-m", *MLP, "optim.lr=0.1,0.01")
+    assert out.returncode != 0
+    assert "error: a sweep (-m) cannot run under torchrun" in out.stderr
+    assert not (tmp_path / "ddp").exists()
+
+
 @pytest.mark.parametrize("n, b, world", [(800, 16, 2), (803, 16, 2), (100, 7, 3), (10, 4, 4)])
 def test_shards_are_the_global_batches_split_between_ranks(n, b, world):
     shards = [shard_bounds(n, b, r, world) for r in range(world)]

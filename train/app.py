@@ -39,6 +39,12 @@ def main() -> None:
 
 
 def _start_and_run() -> float | None:
+    if distributed.ranks().many and {"-m", "--multirun"} & set(sys.argv[1:]):
+        raise UserError(
+            "a sweep (-m) cannot run under torchrun: every rank would launch every job. Run the "
+            "sweep with python -m train -m ... (hydra/launcher=joblib runs jobs in parallel, one "
+            "GPU each), or start torchrun once per configuration."
+        )
     distributed.start()
     return _hydra_main()
 
