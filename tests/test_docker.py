@@ -108,7 +108,7 @@ def test_torchrun_in_the_image_trains_on_two_processes(project):
     out = project("run", "--rm", "-T", "train", "torchrun", "--standalone", "--nproc_per_node=2",
                   "-m", "train", "data=digits", "trainer.max_epochs=1", "name=ddp_digits",
                   check=True)  # fmt: skip
-    assert "torchrun: 2 ranks (gloo), data.batch_size=64 per rank" in out.stdout
+    assert "torchrun: 2 ranks (gloo), data.batch_size=32 per rank, 64 in all" in out.stdout
     (run,) = [r for r in runs_of(project.home) if r.parent.name == "ddp_digits"]
     assert (run / "checkpoints" / "last.pt").stat().st_uid == os.getuid()
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
