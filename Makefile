@@ -6,6 +6,7 @@ UV ?= uv
 ARGS ?=
 PYTEST_ARGS ?=
 DATA ?= mnist
+NPROC ?= 2
 RUN := $(UV) run --frozen
 # Compile .pyc files at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE is set
 # (or site-packages is read-only) every start would recompile torch from source (~4 s here).
@@ -13,7 +14,7 @@ export UV_COMPILE_BYTECODE := 1
 COMPOSE := docker compose
 
 .PHONY: volumes
-.PHONY: help venv test test-docker lint lock build train shell evaluate data doctor \
+.PHONY: help venv test test-docker lint lock build train train-ddp shell evaluate data doctor \
         tensorboard train-local tensorboard-local base-image bench predict export
 
 help: ## List the targets
@@ -34,6 +35,9 @@ build: .env ## Build the CPU and CUDA images
 
 train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=digits"
 	$(COMPOSE) run --rm train $(ARGS)
+
+train-ddp: .env volumes ## Train on NPROC processes with torchrun (DDP): make train-ddp NPROC=2 ARGS="model=cnn"
+	$(COMPOSE) run --rm train torchrun --standalone --nproc_per_node=$(NPROC) -m train $(ARGS)
 
 evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
 	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)
