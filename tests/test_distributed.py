@@ -22,17 +22,20 @@ MLP = ["data=synthetic", "model=mlp", "model.hidden=[32]", "trainer.log_every_n_
 
 @pytest.fixture
 def torchrun(tmp_path, data_dir):
-    """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp."""
+    """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp:
+    its CompletedProcess, or (`background=True`) the running Popen."""
 
-    def run(*args, script=None, timeout=300):
+    def run(*args, script=None, timeout=300, background=False):
         target = [str(script)] if script is not None else ["-m", "train"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *target, f"paths.runs_dir={tmp_path / 'ddp'}", f"paths.data_dir={data_dir}",
+               "trainer.progress=lines", *args]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (torchrun's default; said to quieten it)
-        return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             *target, f"paths.runs_dir={tmp_path / 'ddp'}", f"paths.data_dir={data_dir}",
-             "trainer.progress=lines", *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env,
-        )  # fmt: skip
+        if background:
+            return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=timeout, env=env)  # fmt: skip
 
     return run
 
@@ -160,20 +163,14 @@ def test_ranks_and_sweep_jobs_spread_over_the_gpus(monkeypatch):
         devices.choose("cuda:0", 1, shared=False)
 
 
-def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_finishes(
-    tmp_path, data_dir, torchrun
-):
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_finishes(tmp_path, torchrun):
     import signal
     import time
 
     slow = ["data=synthetic", "data.num_samples=3000", "model=mlp", "model.hidden=[512,512]",
             "data.batch_size=16", "trainer.max_epochs=20"]  # fmt: skip
     runs = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "train", *slow, f"paths.runs_dir={runs}", f"paths.data_dir={data_dir}",
-           "trainer.progress=lines"]  # fmt: skip
-    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    child = torchrun(*slow, background=True)
     deadline = time.monotonic() + 120
     while not list(runs.rglob("checkpoints/last.pt")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -24,7 +24,6 @@ class Ranks:
     rank: int = 0  # across all machines
     local: int = 0  # on this machine: picks the GPU
     world: int = 1
-    local_world: int = 1
 
     @property
     def main(self) -> bool:
@@ -43,12 +42,11 @@ def ranks() -> Ranks:
             rank=int(env.get("RANK", 0)),
             local=int(env.get("LOCAL_RANK", 0)),
             world=int(env.get("WORLD_SIZE", 1)),
-            local_world=int(env.get("LOCAL_WORLD_SIZE", 1)),
         )
     except ValueError as e:
         raise UserError(
-            f"the distributed environment is malformed ({e}): RANK, LOCAL_RANK, WORLD_SIZE and "
-            "LOCAL_WORLD_SIZE must be integers. Start several processes with torchrun."
+            f"the distributed environment is malformed ({e}): RANK, LOCAL_RANK and WORLD_SIZE "
+            "must be integers. Start several processes with torchrun."
         ) from None
 
 

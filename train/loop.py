@@ -187,7 +187,7 @@ def fit(
     timing = timing if timing is not None else Timing()
     stop = stop if stop is not None else StopRequest()
     evaluator = evaluator if evaluator is not None else model
-    world = distributed.ranks().world
+    ranks = distributed.ranks()
 
     stopping = [False]  # a signal, as the ranks agreed on it: all of them stop at one step
 
@@ -212,7 +212,7 @@ def fit(
         start = state.batch_in_epoch
         clock = [time.perf_counter(), 0]  # when this epoch's timing began, samples before it
         meter = task.meter(train.device)
-        if state.meter is not None and distributed.ranks().main:  # (saved summed over ranks)
+        if state.meter is not None and ranks.main:  # (saved summed over ranks)
             meter.load_state_dict(state.meter)
         order = epoch_order(len(train.split), seed, state.epoch)
         desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
@@ -246,7 +246,7 @@ def fit(
                 code=EXIT_NONFINITE,
             ) from None
         state.batch_in_epoch = start + done
-        samples = (meter.n - clock[1]) * world  # (every rank trains equal shards)
+        samples = (meter.n - clock[1]) * ranks.world  # (every rank trains equal shards)
         meter.all_reduce()
         if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
             state.meter = meter.state_dict()
