@@ -75,3 +75,24 @@ def test_sweep_presets_name_real_options():
     assert all((CONF / "optim" / f"{o}.yaml").is_file() for o in optims)
     sizes = _compose(["sweep=batch_size"]).hydra.sweeper.params["data.batch_size"]
     assert [int(b) for b in sizes.split(",")] == [2**k for k in range(4, 11)]  # 16 .. 1024
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
+def test_optimizers_take_torchs_fused_update_which_does_the_same_math(name):
+    """Fused by default (faster, docs/benchmarks.md); optim.fused=false gives torch's loop."""
+    import torch
+
+    def trained(fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        optim = _compose([f"optim={name}", *([] if fused else ["optim.fused=false"])]).optim
+        opt = app._optimizer(optim, model)
+        assert bool(opt.defaults["fused"]) is fused
+        x, y = torch.randn(64, 8), torch.randint(3, (64,))
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.testing.assert_close(trained(True), trained(False), rtol=1e-6, atol=1e-7)

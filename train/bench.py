@@ -319,11 +319,13 @@ def _work(a) -> dict:
 
 
 def _build(model_name: str, batch: int, samples: int, device):
-    """The data, model and optimizer A gets, from the same config."""
+    """The data, model and optimizer A gets, from the same config; the optimizer in torch's
+    default implementation (`torch.optim.SGD(params, lr)`, as a hand-written loop has it), where
+    A takes torch's fused one."""
     import torch
     from hydra.utils import instantiate
 
-    cfg = _compose(_overrides(model_name, batch, samples))
+    cfg = _compose([*_overrides(model_name, batch, samples), "optim.fused=false"])
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
