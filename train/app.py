@@ -2,6 +2,7 @@
 objects from it and hands them to plain functions. Torch-heavy modules load lazily, so that
 `--help` and config errors answer fast."""
 
+import contextlib
 import logging
 import os
 import random
@@ -261,11 +262,14 @@ def _precision(amp: str, device):
             "Use trainer.amp=bf16 (fast on CPUs with bf16 units: AVX-512 BF16, AMX) or off."
         )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    if dtype is None:  # (a disabled torch.autocast still costs microseconds a step)
+        return scaler, contextlib.nullcontext
 
     def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+        return torch.autocast(device.type, dtype=dtype)
 
-    return torch.amp.GradScaler("cuda", enabled=amp == "fp16"), autocast
+    return scaler, autocast
 
 
 def _memory_format(cfg_trainer: DictConfig, model):
