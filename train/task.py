@@ -51,37 +51,24 @@ class Task:
 
 
 class Meter:
-    """Sums for a split's metrics, read once at `compute()`.
-
-    Per step it only stores: a loss the loop has already read (a float) is added in Python,
-    and the batch's predictions are held and counted in bulk every HOLD batches. Each small
-    kernel costs microseconds between a step's large ones (4% of a step at mlp@64 on a CPU).
-    """
+    """Sums for a split's metrics, on the device until `compute()` reads them."""
 
     counts = ("n",)  # the integer sums
-    HOLD = 64
 
     def __init__(self, device: torch.device):
         self.device = device
         self.loss_sum = 0.0  # float64: a float, or a device tensor where losses come as tensors
         self.n = 0
-        self.held: list[tuple[Tensor, Tensor]] = []  # (predictions, targets) not yet counted
 
     def update(self, task: Task, out: Tensor, y: Tensor, loss: Tensor | float) -> None:
-        """Add a batch; `loss` is its mean loss, already read (a float) or not (a tensor)."""
-        if isinstance(loss, Tensor):  # (evaluation: no device sync per batch)
+        """Add a batch. `loss` is its mean loss: a float the loop has read already (summed in
+        Python: each small kernel costs microseconds between a step's large ones), or a tensor
+        (evaluation: summed on the device, no sync per batch)."""
+        if isinstance(loss, Tensor):
             loss = loss.detach().double()
         self.loss_sum = self.loss_sum + loss * len(y)
         self.n += len(y)
-        self.held.append((task.predict(out.detach()), y))
-        if len(self.held) == self.HOLD:
-            self._settle()
-
-    def _settle(self) -> None:
-        if self.held:
-            preds, ys = zip(*self.held, strict=True)
-            self.held = []
-            self._count(torch.cat(preds), torch.cat(ys))
+        self._update(task.predict(out.detach()), y)
 
     def all_reduce(self) -> None:
         """Sum the meter over torchrun's ranks, in place (a no-op for one process)."""
@@ -89,7 +76,6 @@ class Meter:
 
         if not distributed.ranks().many:
             return
-        self._settle()
         self.loss_sum = torch.as_tensor(self.loss_sum, dtype=torch.float64, device=self.device)
         counts = torch.tensor([getattr(self, c) for c in self.counts], device=self.device)
         distributed.sum_([*self.sums_tensors(), counts])
@@ -97,13 +83,13 @@ class Meter:
             setattr(self, c, v)
 
     def state_dict(self) -> dict:
-        """The sums so far and the predictions not yet counted: a run stopped mid-epoch resumes
-        its epoch's metrics exactly (counted in the same bulks, so summed in the same order)."""
-        return {k: _to(v, "cpu") for k, v in vars(self).items() if k != "device"}
+        """The sums so far: a run stopped mid-epoch resumes its epoch's metrics exactly."""
+        return {k: v.cpu() if isinstance(v, Tensor) else v
+                for k, v in vars(self).items() if k != "device"}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
-            setattr(self, k, _to(v, self.device))
+            setattr(self, k, v.to(self.device) if isinstance(v, Tensor) else v)
 
     def mean_loss(self) -> float:
         return float(self.loss_sum) / max(self.n, 1)
@@ -118,9 +104,8 @@ class ClassificationMeter(Meter):
     def sums_tensors(self) -> list[Tensor]:
         return [self.loss_sum, self.confusion]
 
-    def _count(self, pred: Tensor, y: Tensor) -> None:
-        # (out of place: a meter filled under inference_mode may be settled outside it)
-        self.confusion = self.confusion + torch.bincount(y * self.k + pred, minlength=self.k**2)
+    def _update(self, pred: Tensor, y: Tensor) -> None:
+        self.confusion += torch.bincount(y * self.k + pred, minlength=self.k * self.k)
 
     def compute(self) -> dict[str, float]:
         cm = self.confusion_matrix().double()
@@ -136,7 +121,6 @@ class ClassificationMeter(Meter):
 
     def confusion_matrix(self) -> Tensor:
         """Rows: true class; columns: predicted class."""
-        self._settle()
         return self.confusion.view(self.k, self.k).cpu()
 
 
@@ -152,14 +136,12 @@ class RegressionMeter(Meter):
     def sums_tensors(self) -> list[Tensor]:
         return [self.loss_sum, self.sums]
 
-    def _count(self, pred: Tensor, y: Tensor) -> None:
+    def _update(self, pred: Tensor, y: Tensor) -> None:
         err, y = (pred.double() - y.double()), y.double()
-        sums = torch.stack([(err**2).sum(), err.abs().sum(), y.sum(), (y**2).sum()])
-        self.sums = self.sums + sums
+        self.sums += torch.stack([(err**2).sum(), err.abs().sum(), y.sum(), (y**2).sum()])
         self.count += y.numel()
 
     def compute(self) -> dict[str, float]:
-        self._settle()
         sse, sae, sy, syy = self.sums.tolist()
         n = max(self.count, 1)
         sst = syy - sy * sy / n
@@ -169,12 +151,3 @@ class RegressionMeter(Meter):
             "mae": sae / n,
             "r2": 1 - sse / sst if sst > 0 else float("nan"),
         }
-
-
-def _to(value, device):
-    """A meter's value on `device`: tensors, and the held (predictions, targets) pairs."""
-    if isinstance(value, Tensor):
-        return value.to(device)
-    if isinstance(value, list):
-        return [(p.to(device), y.to(device)) for p, y in value]
-    return value
