@@ -187,3 +187,16 @@ def test_normalisation_uses_training_statistics():
         iter(Batches(d.train, 400, Normalizer(d, torch.device("cpu")), torch.device("cpu")))
     )
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-2
+
+
+def test_image_moments_from_histograms_equal_the_float_ones():
+    """Mean and std per channel come from uint8 histograms, not a float copy of the set."""
+    from train.data import TensorSplit, _moments
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (500, 3, 8, 8), generator=g, dtype=torch.uint8)
+    x[:, 1] //= 4  # channels with different spreads
+    mean, std = _moments(TensorSplit(x, torch.zeros(500, dtype=torch.long)), 255.0)
+    floats = x.double() / 255
+    torch.testing.assert_close(mean, floats.mean((0, 2, 3)).float(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(std, floats.std((0, 2, 3)).float(), rtol=1e-6, atol=0)
