@@ -137,7 +137,9 @@ def train_steps(
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        meter.update(task, out, y, value)  # (the loss as read: no kernel)
+        # The loss as read: no kernel. Under torchrun it is the ranks' mean; the ranks train
+        # equal shares, so the meters' sums over ranks still total every example's loss.
+        meter.update(task, out, y, value)
         if after_step(value):
             break
     return used

@@ -51,7 +51,7 @@ class Task:
 
 
 class Meter:
-    """Sums for a split's metrics, on the device until `compute()` reads them."""
+    """Sums for a split's metrics, read once at `compute()`; the tensor sums stay on the device."""
 
     counts = ("n",)  # the integer sums
 
