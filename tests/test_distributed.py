@@ -84,7 +84,7 @@ def test_two_ranks_at_batch_b_train_as_one_process_at_2b(torchrun, train_run, tm
     at most 6e-8 apart after these 25 SGD steps (measured). rtol 1e-5 + atol 1e-6 leaves room
     for that, and none for a wrong shard, order or averaging: summing the ranks' gradients
     instead of averaging them (the same as a halved learning rate) moves weights by ~1e-2."""
-    args = [*MLP, "trainer.max_epochs=1", "optim.lr=0.1", "data.val_fraction=0.1"]
+    args = [*MLP, "trainer.max_epochs=1", "optim=sgd", "optim.lr=0.1", "data.val_fraction=0.1"]
     out = torchrun(*args, "data.batch_size=16")
     assert out.returncode == 0, out.stderr[-3000:]
     (ddp,) = run_dirs(tmp_path / "ddp")
