@@ -15,7 +15,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes
 .PHONY: help venv test test-docker lint lock build train train-ddp shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench predict export
+        tensorboard train-local tensorboard-local base-image bench bench-data predict export
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -71,6 +71,9 @@ venv: ## Create .venv exactly as uv.lock pins it (needs uv: pip install uv)
 
 bench: venv ## Benchmark against a plain loop, the DataLoader path and the hardware (~40 min)
 	$(RUN) python -m train.bench $(ARGS)
+
+bench-data: venv ## Benchmark reading your own data: a large CSV, an image folder (~2 min)
+	$(RUN) python -m bench.data $(ARGS)
 
 train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)

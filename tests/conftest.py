@@ -101,7 +101,7 @@ def _cifar_checksums(monkeypatch):
 SMALL = ["trainer.progress=lines", "trainer.max_epochs=1", "trainer.num_sample_images=8"]
 
 
-def compose_config(runs_dir: Path, data_dir: Path, overrides):
+def compose_config(runs_dir: Path, data_dir: Path, overrides, small: bool = True):
     with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
         return compose(
             "config",
@@ -109,16 +109,17 @@ def compose_config(runs_dir: Path, data_dir: Path, overrides):
             overrides=[
                 f"paths.runs_dir={runs_dir}",
                 f"paths.data_dir={data_dir}",
-                *SMALL,
+                *(SMALL if small else ["trainer.progress=lines"]),
                 *overrides,
             ],
         )
 
 
-def train_in_process(runs_dir: Path, data_dir: Path, overrides) -> Path:
-    """Train from the real composed config, in this process; returns the run dir."""
+def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = True) -> Path:
+    """Train from the real composed config, in this process; returns the run dir. `small`:
+    one epoch (the default for tests); false: the config's own defaults, as a user runs it."""
     rundir.forget()
-    cfg = compose_config(runs_dir, data_dir, overrides)
+    cfg = compose_config(runs_dir, data_dir, overrides, small)
     HydraConfig.instance().set_config(cfg)
     run_dir = Path(cfg.hydra.run.dir)
     choices = dict(cfg.hydra.runtime.choices)
@@ -133,8 +134,8 @@ def train_in_process(runs_dir: Path, data_dir: Path, overrides) -> Path:
 def train_run(tmp_path, data_dir):
     """Train in-process from the real composed config; returns the run dir."""
 
-    def run(*overrides, runs_dir: Path | None = None) -> Path:
-        return train_in_process(runs_dir or tmp_path / "runs", data_dir, overrides)
+    def run(*overrides, runs_dir: Path | None = None, small: bool = True) -> Path:
+        return train_in_process(runs_dir or tmp_path / "runs", data_dir, overrides, small)
 
     return run
 

@@ -103,6 +103,15 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
         (["data=digits", "data.val_fraction=1.2"], 2, ["val_fraction=1.2", "[0, 1)"]),
         (["data=digits", "resume=nowhere"], 2, ["resume=nowhere points at nothing"]),
         (
+            ["data=csv"],
+            2,
+            [
+                "needed and not given: data.path, e.g. data.path=my.csv",
+                "data.target, e.g. data.target=label",
+            ],
+        ),
+        (["data=image_folder", "model=cnn"], 2, ["data.path, e.g."]),
+        (
             ["experiment=linear_regression", "trainer.monitor=accuracy"],
             2,
             ["trainer.monitor=accuracy", "'mse'"],

@@ -18,6 +18,15 @@ COMMON = dict(
     split_seed=0,
     normalize=True,
 )
+# The CSV and image folder options as conf/data/csv.yaml and image_folder.yaml set them.
+CSV = dict(task="auto", delimiter=None, decimal=None, encoding="utf-8", missing="error",
+           drop_columns=[])  # fmt: skip
+
+
+def folder_options(tmp_path, **kw):
+    return {**dict(image_size=None, grayscale=None, background="white", skip_bad_files=False,
+                   in_memory=None, num_workers=0, cache_dir=str(tmp_path / "cache")),
+            **kw}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -92,11 +101,11 @@ def test_csv_classification_and_regression(tmp_path):
     f.write_text(
         "a,b,label\n" + "".join(f"{i},{i % 3},{'yes' if i % 2 else 'no'}\n" for i in range(30))
     )
-    d = D.csv(str(f), "label", "classification", **COMMON)
+    d = D.csv(str(f), "label", **{**CSV, "task": "classification"}, **COMMON)
     assert d.class_names == ["no", "yes"] and d.in_shape == (2,) and d.feature_names == ["a", "b"]
     g = tmp_path / "r.csv"
     g.write_text("x1,x2,y\n" + "".join(f"{i},{i * i},{2 * i + 1}\n" for i in range(30)))
-    r = D.csv(str(g), "y", "regression", **{**COMMON, "val_fraction": 0.0})
+    r = D.csv(str(g), "y", **{**CSV, "task": "regression"}, **{**COMMON, "val_fraction": 0.0})
     assert r.task == "regression" and r.train.y.shape == (30, 1) and r.num_outputs == 1
 
 
@@ -104,14 +113,14 @@ def test_csv_classification_and_regression(tmp_path):
     "text, match",
     [
         ("a,b\n1,2\n3,4\n", "'label' is not a column.*\\['a', 'b'\\]"),
-        ("a,label\n1,x\nfoo,y\n", "line 3, column 'a': 'foo' is not a number"),
+        ("a,label\n1,x\nfoo,y\n", "column 'a': line 3: 'foo' is not a number"),
     ],
 )
 def test_csv_errors_name_the_problem(tmp_path, text, match):
     f = tmp_path / "t.csv"
     f.write_text(text)
     with pytest.raises(UserError, match=match):
-        D.csv(str(f), "label", "classification", **COMMON)
+        D.csv(str(f), "label", **CSV, **COMMON)
 
 
 def test_image_folder_reads_pngs(tmp_path):
@@ -122,7 +131,8 @@ def test_image_folder_reads_pngs(tmp_path):
                 Image.fromarray(np.full((10, 12, 3), colour + i, np.uint8)).save(
                     tmp_path / split / c / f"{i}.png"
                 )
-    d = D.image_folder(str(tmp_path), [8, 8], False, 0, **COMMON)
+    d = D.image_folder(str(tmp_path), **folder_options(tmp_path, image_size=[8, 8],
+                                                       grayscale=False), **COMMON)  # fmt: skip
     assert d.class_names == ["cat", "dog"] and d.in_shape == (3, 8, 8) and len(d.test) == 12
     batches = Batches(d.train, 4, Normalizer(d, torch.device("cpu")), torch.device("cpu"))
     xs, ys = zip(*batches.ordered(epoch_order(len(d.train), 0, 0)), strict=True)

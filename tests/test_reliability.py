@@ -216,7 +216,9 @@ def test_a_single_class_or_nan_csv_fails_at_start(tmp_path, train_run):
         train_run("data=csv", f"data.path={one}", "data.target=label")
     nan = tmp_path / "nan.csv"
     nan.write_text("a,b,label\n1,2,x\n3,nan,y\n4,5,x\n6,,y\n")
-    with pytest.raises(UserError, match="line 3, column 'b': 'nan' is missing or not finite"):
+    with pytest.raises(
+        UserError, match=r"missing values \(features\): column 'b' on line\(s\) 3, 5"
+    ):
         train_run("data=csv", f"data.path={nan}", "data.target=label")
 
 

@@ -39,15 +39,18 @@ def runs(tmp_path_factory, data_dir):
 
 
 def test_predict_on_pngs_matches_evaluating_the_same_tensors(runs, tmp_path):
+    """Ordinary 8-bit PNGs (0..255, as an image tool writes them) map onto the digits set's
+    0..16 scale: predict gives what evaluating those very pixels gives."""
     run = runs["mlp"]
     blob = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     data = instantiate(blob["config"]["data"])
-    x = data.test.x[:20]  # uint8, pixels 0..16 as digits stores them
-    for i, img in enumerate(x):
+    png = (data.test.x[:20].double() * 255 / 16).round().to(torch.uint8)  # 0..16 -> 0..255
+    for i, img in enumerate(png):
         Image.fromarray(img[0].numpy()).save(tmp_path / f"{i:02d}.png")
     rows = predict_run(run, str(tmp_path), out=tmp_path / "out.csv")
 
     trained = load(run)
+    x = png.float() * 16 / 255  # the same pixels on the set's own scale
     with torch.inference_mode():
         out = trained.model(Normalizer(data, torch.device("cpu"))(x))
     want = [data.class_names[c] for c in out.argmax(1).tolist()]
@@ -107,10 +110,10 @@ def test_onnx_export_agrees_with_pytorch_for_every_model_family(runs, family):
     assert path == runs[family] / "checkpoints" / "model.onnx"
     trained = load(runs[family])
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert json.loads(meta["train.mean"]) == trained.meta["mean"]
-    assert json.loads(meta["train.class_names"]) == trained.meta["class_names"]
+    assert json.loads(meta["train.mean"]) == trained.meta.mean
+    assert json.loads(meta["train.class_names"]) == trained.meta.class_names
     # a batch size the export never saw: the batch dimension is dynamic
-    x = torch.randn(7, *trained.meta["in_shape"])
+    x = torch.randn(7, *trained.meta.in_shape)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
     with torch.inference_mode():
@@ -142,7 +145,7 @@ def test_export_refuses_a_disagreeing_model_and_bad_formats(runs, monkeypatch):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_summary_counts_every_parameter_and_goes_into_the_run(runs, family):
     trained = load(runs[family])
-    text = summary.table(trained.model, trained.meta["in_shape"])
+    text = summary.table(trained.model, trained.meta.in_shape)
     total = sum(p.numel() for p in trained.model.parameters())
     assert f"Total params: {total:,}" in text and f"Trainable params: {total:,}" in text
     lines = text.splitlines()

@@ -80,6 +80,7 @@ def train(
     from train.signals import StopRequest
     from train.task import Task
 
+    _need_values(cfg)
     _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
     ranks = distributed.ranks()
     if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
@@ -111,7 +112,7 @@ def train(
 
     with distributed.main_first():  # downloads and caches: written once, by rank 0
         data = instantiate(cfg.data)
-    task = Task(data.task, data.num_classes)
+    task = Task.of(data)
     settings = _settings(cfg.trainer, task, quiet=not ranks.main)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
     models.check_fits(model, data.task, data.num_classes)
@@ -127,7 +128,7 @@ def train(
             report.unused_path(run_dir / "run.json"),
             record.collect(config, overrides, seed, device, cfg.trainer.deterministic),
         )
-    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta(), choices)
+    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices)
     state = loop.State()
     if resumed is not None:
         restored = saver.restore(resumed, source, model, optimizer, scheduler, scaler)
@@ -203,6 +204,22 @@ def _score_and_report(
                     state.step)  # fmt: skip
     _graph(model, data.in_shape, writer)
     return results
+
+
+# What a value left as ??? in conf/ looks like when given: shown in the error.
+EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an image folder)",
+            "data.target": "data.target=label (the CSV column to predict)"}  # fmt: skip
+
+
+def _need_values(cfg: DictConfig) -> None:
+    """Values the config leaves to the user (???) must be given, before any work starts."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        wanted = "; ".join(f"{k}, e.g. {EXAMPLES.get(k, k + '=...')}" for k in missing)
+        raise UserError(
+            f"{'these values are' if len(missing) > 1 else 'a value is'} needed and not given: "
+            f"{wanted}. Add {'them' if len(missing) > 1 else 'it'} to the command line."
+        )
 
 
 def _import_in_background(name: str) -> None:

@@ -58,16 +58,12 @@ class Normalizer:
         self.memory_format = memory_format if data.is_image else torch.contiguous_format
 
     @classmethod
-    def from_meta(cls, meta: dict, device: torch.device) -> "Normalizer":
-        """The same normalisation from a checkpoint's data meta (no data needed)."""
+    def from_meta(cls, meta, device: torch.device) -> "Normalizer":
+        """The same normalisation from a checkpoint's `DataMeta` (no data needed)."""
         from types import SimpleNamespace
 
-        fields = SimpleNamespace(
-            scale=meta["scale"],
-            mean=torch.tensor(meta["mean"]),
-            std=torch.tensor(meta["std"]),
-            is_image=len(meta["in_shape"]) == 3,
-        )
+        fields = SimpleNamespace(scale=meta.scale, mean=torch.tensor(meta.mean),
+                                 std=torch.tensor(meta.std), is_image=meta.is_image)  # fmt: skip
         return cls(fields, device)
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -67,8 +67,17 @@ def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4
     return make_grid(tiles, nrow=int(math.ceil(math.sqrt(len(tiles)))), pad_value=255)
 
 
+MAX_DRAWN = 30  # classes in the confusion picture; metrics.json keeps the whole matrix
+
+
 def confusion_image(cm: Tensor, names: list[str], cell: int = 28) -> Tensor:
-    """The confusion matrix (rows true, columns predicted) as a CHW uint8 heat map with counts."""
+    """The confusion matrix (rows true, columns predicted) as a CHW uint8 heat map with counts;
+    beyond MAX_DRAWN classes, the MAX_DRAWN with the most examples (its size stays bounded)."""
+    title = "predicted ->"
+    if len(names) > MAX_DRAWN:
+        keep = cm.sum(1).topk(MAX_DRAWN).indices.sort().values
+        title = f"the {MAX_DRAWN} most frequent of {len(names)} classes; predicted ->"
+        cm, names = cm[keep][:, keep], [names[i] for i in keep.tolist()]
     k = len(names)
     margin = 40
     img = Image.new("RGB", (margin + k * cell, margin + k * cell), "white")
@@ -87,7 +96,7 @@ def confusion_image(cm: Tensor, names: list[str], cell: int = 28) -> Tensor:
                 font=_font(),
                 fill="white" if shade < 128 else "black",
             )
-    draw.text((margin, margin - 14), "predicted ->", font=_font(), fill="gray")
+    draw.text((margin, margin - 14), title, font=_font(), fill="gray")
     return torch.from_numpy(_array(img)).permute(2, 0, 1)
 
 

@@ -41,8 +41,20 @@ class Mode(Enum):
 
 
 class Task(Enum):
+    auto = "auto"  # CSV: text or few whole numbers are classes; other numbers a regression
     regression = "regression"
     classification = "classification"
+
+
+class Missing(Enum):
+    error = "error"  # refuse the file, naming the lines
+    drop = "drop"  # leave rows with a missing value out (said in the log)
+    mean = "mean"  # fill missing features with the training mean; rows without a target out
+
+
+class Background(Enum):
+    white = "white"
+    black = "black"
 
 
 class NonFinite(Enum):
@@ -104,16 +116,25 @@ class CsvDataConfig(DataConfig):
     _target_: str = "train.data.csv"
     path: str = MISSING
     target: str = MISSING
-    task: Task = Task.classification
+    task: Task = Task.auto
+    delimiter: str | None = None  # null: detected (, ; tab |)
+    decimal: str | None = None  # null: detected ("," where the delimiter is not a comma)
+    encoding: str = "utf-8"  # a BOM is dropped either way
+    missing: Missing = Missing.error
+    drop_columns: list[str] = field(default_factory=list)  # columns that are not features
 
 
 @dataclass
 class ImageFolderDataConfig(DataConfig):
     _target_: str = "train.data.image_folder"
     path: str = MISSING
-    image_size: list[int] = field(default_factory=lambda: [32, 32])
-    grayscale: bool = False
-    num_workers: int = 2
+    image_size: list[int] | None = None  # null: the images' own size (the most common one)
+    grayscale: bool | None = None  # null: grayscale when no image has colour
+    background: Background = Background.white  # what transparent pixels are composited onto
+    skip_bad_files: bool = False  # false: unreadable files stop the run, all named
+    in_memory: bool | None = None  # null: decoded into memory when under a quarter of RAM
+    num_workers: int = 2  # DataLoader processes, for folders read from disk
+    cache_dir: str = "${paths.data_dir}"  # checked files and decoded tensors are cached here
 
 
 # --- models -----------------------------------------------------------------------------------

@@ -1,20 +1,23 @@
 """Data sets: each builder returns a `Data` with seeded train/val/test splits and what the model
 needs to know about them (input shape, task, classes, normalisation constants).
 
-The built-in sets are decoded once into tensors (uint8 for images) and kept in memory; only
-`image_folder` stays on disk and is read through a DataLoader.
+The built-in sets are decoded once into tensors (uint8 for images) and kept in memory, as is an
+image folder that fits; a larger folder stays on disk and is read through a DataLoader. CSV
+files are read by `train.tables`, image files by `train.images` and `train.folder`.
 """
 
-import csv as csvlib
+import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from train.errors import UserError
+
+log = logging.getLogger("train")
 
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "CIFAR10")
 
@@ -55,7 +58,12 @@ class Data:
     std: Tensor
     batch_size: int
     eval_batch_size: int
-    feature_names: list[str] | None = None  # tables: the columns the model reads, in order
+    feature_names: list[str] | None = None  # tables: the model's inputs, in order
+    # Regression targets reach the loss as (y - target_mean) / target_std (None: as they are).
+    target_mean: Tensor | None = None
+    target_std: Tensor | None = None
+    table: dict | None = None  # CSV: the TablePrep that made the features (train.tables)
+    layout: dict | None = None  # image folders: how files become tensors (train.folder.Layout)
 
     @property
     def num_outputs(self) -> int:
@@ -68,19 +76,67 @@ class Data:
     def is_image(self) -> bool:
         return len(self.in_shape) == 3
 
-    def meta(self) -> dict:
+    def meta(self) -> "DataMeta":
         """What a checkpoint needs to rebuild the model and its preprocessing without the data."""
-        return {
-            "task": self.task,
-            "in_shape": list(self.in_shape),
-            "num_outputs": self.num_outputs,
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
-            "scale": self.scale,
-            "mean": self.mean.tolist(),
-            "std": self.std.tolist(),
-            "feature_names": self.feature_names,
-        }
+        return DataMeta(
+            task=self.task,
+            in_shape=list(self.in_shape),
+            num_outputs=self.num_outputs,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            scale=self.scale,
+            mean=self.mean.tolist(),
+            std=self.std.tolist(),
+            feature_names=self.feature_names,
+            target_mean=_list(self.target_mean),
+            target_std=_list(self.target_std),
+            table=self.table,
+            layout=self.layout,
+        )
+
+
+@dataclass
+class DataMeta:
+    """The data's description saved in every checkpoint (as a dict): enough to rebuild the
+    model and prepare new inputs exactly as in training, with no data at hand."""
+
+    task: str
+    in_shape: list[int]
+    num_outputs: int
+    num_classes: int | None
+    class_names: list[str] | None
+    scale: float  # inputs reach the model as (x / scale - mean) / std
+    mean: list[float]
+    std: list[float]
+    feature_names: list[str] | None = None
+    target_mean: list[float] | None = None  # regression outputs are (y - mean) / std
+    target_std: list[float] | None = None
+    table: dict | None = None  # train.tables.TablePrep, as a dict
+    layout: dict | None = None  # train.folder.Layout, as a dict
+    version: int = 2  # 1: checkpoints before target scaling, tables and layouts
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.in_shape) == 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataMeta":
+        """A checkpoint's "data" entry, of this version or an older one (missing keys: none)."""
+        known = {f.name for f in fields(cls)}
+        version = d.get("version", 1)
+        if version > cls.version:
+            raise UserError(
+                f"this checkpoint's data description is version {version}; this installation "
+                f"reads up to version {cls.version}. Update the train package to load it."
+            )
+        return cls(**{k: v for k, v in d.items() if k in known and k != "version"})
+
+
+def _list(t: Tensor | None) -> list[float] | None:
+    return None if t is None else t.tolist()
 
 
 # --- builders: the `_target_`s of conf/data/*.yaml --------------------------------------------
@@ -98,9 +154,8 @@ def torchvision_data(name: str, root: str, download: bool, **common) -> Data:
 def digits(root: str, **common) -> Data:
     """The real 8x8 handwritten digits scikit-learn ships in its wheel (1,797 images, offline)."""
     cache = Path(root) / "digits" / "tensors.pt"
-    if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
-    else:
+    blob = load_cache(cache)
+    if blob is None:
         from sklearn.datasets import load_digits  # lazily: importing sklearn costs seconds
 
         bunch = load_digits()
@@ -109,7 +164,7 @@ def digits(root: str, **common) -> Data:
             "y": torch.from_numpy(bunch.target).long(),
             "classes": [str(c) for c in bunch.target_names],
         }
-        _save_cache(cache, blob)
+        save_cache(cache, blob)
     split = TensorSplit(blob["x"], blob["y"])
     return _build(split, None, "classification", blob["classes"], scale=16.0, **common)
 
@@ -181,120 +236,138 @@ def synthetic(num_samples: int, shape: list[int], num_classes: int, seed: int, *
     return _build(TensorSplit(x, y), None, task, names, scale=scale, **common)
 
 
-def csv(path: str, target: str, task, **common) -> Data:
-    """A user's CSV file with a header: numeric feature columns and one target column."""
-    task = getattr(task, "value", task)
-    header, rows = read_csv(Path(path))
-    if target not in header:
-        raise UserError(
-            f"data.target={target!r} is not a column of {path}; its columns are {header}."
-        )
-    t = header.index(target)
-    features = [c for i, c in enumerate(header) if i != t]
-    x = torch.tensor([_numbers(path, r, i, header, t) for i, r in enumerate(rows, 2)])
-    labels = [r[t].strip() for r in rows]
-    if task == "regression":
-        y = torch.tensor([[parse_number(path, v, n, target)] for n, v in enumerate(labels, 2)])
-        names = None
-    else:
-        names = sorted(set(labels), key=_natural)
-        index = {c: i for i, c in enumerate(names)}
-        y = torch.tensor([index[v] for v in labels], dtype=torch.long)
-    data = _build(TensorSplit(x, y), None, task, names, scale=1.0, **common)
-    data.feature_names = features
+def csv(path: str, target: str, task, delimiter: str | None, decimal: str | None,
+        encoding: str, missing: str, drop_columns: list[str], **common) -> Data:  # fmt: skip
+    """A user's CSV file with a header: feature columns (numbers, or text: one-hot encoded)
+    and one target column; `task` auto, classification or regression."""
+    from train import tables
+
+    _check_sizes(**common)
+    missing = getattr(missing, "value", missing)  # (an Enum from the config schema)
+    file = Path(path)
+    frame, dec = tables.read(file, delimiter, decimal, encoding)
+    columns = list(frame.columns)
+    if target not in columns:
+        raise UserError(f"data.target={target!r} is not a column of {path}; its columns are "
+                        f"{columns}.")  # fmt: skip
+    if unknown := [c for c in drop_columns if c not in columns]:
+        raise UserError(f"data.drop_columns: {unknown} not among the columns of {path}, which "
+                        f"are {columns}.")  # fmt: skip
+    features = [c for c in columns if c != target and c not in drop_columns]
+    frame = tables.handle_missing(frame, [target], "drop" if missing == "mean" else missing, file,
+                                  "no target")  # fmt: skip
+    frame = tables.handle_missing(frame, features, missing, file, "features")
+    kind = getattr(task, "value", task)
+    y = tables.target(frame[target], target, kind, file, dec)
+    log.info("data.task=%s: %s, since the target %r %s", kind, y.task, target, y.reason)
+    rows = split_rows(len(frame), common["val_fraction"], common["test_fraction"],
+                      common["split_seed"])  # fmt: skip
+    reading = {"delimiter": delimiter, "decimal": decimal, "encoding": encoding}
+    prep = tables.TablePrep.fit(frame, features, rows[0].numpy(), missing, file, dec, reading,
+                                drop_columns)  # fmt: skip
+    x = torch.from_numpy(prep.transform(frame, file, dec))
+    labels = torch.from_numpy(y.values)
+    labels = labels[:, None] if y.task == "regression" else labels
+    train, val, test = (TensorSplit(x[r], labels[r]) if len(r) else None for r in rows)
+    data = _finish(train, val, test, y.task, y.class_names, scale=1.0, **common)
+    data.feature_names, data.table = prep.feature_names, prep.to_dict()
     return data
 
 
-def image_folder(
-    path: str, image_size: list[int], grayscale: bool, num_workers: int, **common
-) -> Data:
-    """Images on disk in torchvision's ImageFolder layout (one folder per class).
+def image_folder(path: str, image_size, grayscale, background: str, skip_bad_files: bool,
+                 in_memory, num_workers: int, cache_dir: str, **common) -> Data:  # fmt: skip
+    """Images on disk in torchvision's ImageFolder layout (one folder per class), every file
+    checked first; channels and size from the images unless `grayscale` / `image_size` say.
 
     `path/train` and `path/test` folders, when both exist, are the train and test splits.
     """
-    from torchvision import datasets
-    from torchvision.transforms import v2
+    from train import folder
 
+    _check_sizes(**common)
+    background = getattr(background, "value", background)  # (an Enum from the config schema)
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise UserError(f"data.image_size={list(image_size)} must be [height, width], both at "
+                        "least 1 (or null: the images' own size).")  # fmt: skip
+    if background not in ("black", "white"):
+        raise UserError(f"data.background={background!r}: use black or white.")
     root = Path(path)
-    if not root.is_dir():
-        raise UserError(
-            f"data.path={path} is not a directory. image_folder expects one folder per class "
-            "(path/cat/1.png, path/dog/2.png, ...), optionally under path/train and path/test."
-        )
-    steps = [v2.PILToTensor(), v2.Resize(list(image_size), antialias=True)]
-    if grayscale:
-        steps.insert(0, v2.Grayscale())
-    transform = v2.Compose(steps)
-    has_test = (root / "train").is_dir() and (root / "test").is_dir()
-    try:
-        train = datasets.ImageFolder(root / "train" if has_test else root, transform=transform)
-        test = datasets.ImageFolder(root / "test", transform=transform) if has_test else None
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"data.path={path} is not a usable image folder: {e}") from None
-    if test is not None and test.classes != train.classes:
-        raise UserError(
-            f"{root}/test has classes {test.classes}, {root}/train has {train.classes}."
-        )
-    return _build(
-        FolderSplit(train, num_workers),
-        FolderSplit(test, num_workers) if test is not None else None,
-        "classification", train.classes, scale=255.0, **common,
-    )  # fmt: skip
+    cache = folder.cache_for(cache_dir, root)
+    listings = [x for x in folder.find(root) if x is not None]
+    checked = []
+    for listing in listings:
+        probes = folder.check(listing.files, cache, background)
+        checked.append((folder.refuse_or_skip(listing, probes, skip_bad_files),
+                        [p for p in probes if not p.error]))  # fmt: skip
+    lay = folder.layout([p for _, ps in checked for p in ps], image_size, grayscale, background)
+    total = sum(len(listing.files) for listing, _ in checked)
+    memory = folder.fits_in_memory(total, lay) if in_memory is None else in_memory
+    splits = []
+    for (listing, _), name in zip(checked, ("train", "test"), strict=False):
+        labels = torch.tensor(listing.labels, dtype=torch.long)
+        if memory:
+            splits.append(TensorSplit(folder.decode(listing, lay, cache, name), labels))
+        else:
+            splits.append(FolderSplit(folder.FolderDataset(listing, lay), num_workers))
+    where = "decoded into memory" if memory else f"read from disk by {num_workers} worker(s)"
+    log.info("image folder: %s images, %s, %dx%d, %s", f"{total:,}",
+             "grayscale" if lay.channels == 1 else "RGB", lay.width, lay.height, where)  # fmt: skip
+    data = _build(splits[0], splits[1] if len(splits) > 1 else None, "classification",
+                  checked[0][0].classes, scale=255.0, **common)  # fmt: skip
+    data.layout = asdict(lay)
+    return data
 
 
 # --- shared -----------------------------------------------------------------------------------
 
 
-def _build(
-    train: Split,
-    test: Split | None,
-    task: str,
-    class_names: list[str] | None,
-    *,
-    scale: float,
-    batch_size: int,
-    eval_batch_size: int,
-    val_fraction: float,
-    test_fraction: float,
-    split_seed: int,
-    normalize: bool,
-) -> Data:
-    _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
-    n_test = round(len(train) * test_fraction) if test is None else 0
-    n_val = round(len(train) * val_fraction)
-    if n_test + n_val >= len(train):
+def split_rows(n: int, val_fraction: float, test_fraction: float, split_seed: int):
+    """Positions of the train, val and test rows of n examples: a permutation seeded by
+    `split_seed` alone, so every run is scored on the same examples."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n_test + n_val >= n:
         raise UserError(
             f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no "
-            f"training examples out of {len(train)}; lower them."
+            f"training examples out of {n}; lower them."
         )
-    if n_test:
-        test = _subset(train, order[:n_test])
-    val = _subset(train, order[n_test : n_test + n_val]) if n_val else None
-    train = _subset(train, order[n_test + n_val :])
+    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
+
+
+def _build(train: Split, test: Split | None, task: str, class_names: list[str] | None, *,
+           scale: float, **common) -> Data:  # fmt: skip
+    """Split `train` into train/val (and test, when the set has none of its own); describe."""
+    _check_sizes(**common)
+    kept, val_rows, test_rows = split_rows(len(train), common["val_fraction"],
+                                           common["test_fraction"] if test is None else 0.0,
+                                           common["split_seed"])  # fmt: skip
+    if len(test_rows):
+        test = _subset(train, test_rows)
+    val = _subset(train, val_rows) if len(val_rows) else None
+    return _finish(_subset(train, kept), val, test, task, class_names, scale=scale, **common)
+
+
+def _finish(train: Split, val: Split | None, test: Split | None, task: str,
+            class_names: list[str] | None, *, scale: float, batch_size: int,
+            eval_batch_size: int, normalize: bool, **_split) -> Data:  # fmt: skip
+    """The `Data` of ready splits: shapes, classes, and the training split's statistics."""
     if task == "classification" and (class_names is None or len(class_names) < 2):
         raise UserError(f"classification needs at least 2 classes; the data has {class_names}.")
     sample = train.x[:1] if isinstance(train, TensorSplit) else train.dataset[0][0][None]
     mean, std = _moments(train, scale) if normalize else (None, None)
     if mean is None:
         mean, std = torch.zeros(sample.shape[1]), torch.ones(sample.shape[1])
-    return Data(
-        train,
-        val,
-        test,
-        task,
-        tuple(sample.shape[1:]),
-        len(class_names) if task == "classification" else None,
-        class_names,
-        scale,
-        mean,
-        std,
-        batch_size,
-        eval_batch_size,
-    )
+    data = Data(train, val, test, task, tuple(sample.shape[1:]),
+                len(class_names) if task == "classification" else None, class_names, scale, mean,
+                std, batch_size, eval_batch_size)  # fmt: skip
+    if task == "regression" and normalize:  # the loss sees standardised targets; every metric,
+        y = train.y.double()  # prediction and export stays in the target's own units
+        data.target_mean = y.mean(0).float()
+        spread = y.std(0) if len(y) > 1 else torch.ones(y.shape[1:], dtype=torch.float64)
+        data.target_std = torch.where(spread > 0, spread, 1.0).float()
+    return data
 
 
-def _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction) -> None:
+def _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction, **_) -> None:
     if batch_size < 1 or eval_batch_size < 1:
         raise UserError(
             f"data.batch_size={batch_size} and data.eval_batch_size={eval_batch_size} must both "
@@ -347,8 +420,8 @@ def _moments(split: Split, scale: float) -> tuple[Tensor, Tensor]:
 def _torchvision_split(name: str, root: str, download: bool, train: bool):
     part = "train" if train else "test"
     cache = Path(root) / name / f"tensors-{part}.pt"
-    if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
+    blob = load_cache(cache)
+    if blob is not None:
         return TensorSplit(blob["x"], blob["y"]), blob["classes"]
     from torchvision import datasets  # lazily: importing torchvision costs seconds
 
@@ -371,60 +444,38 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     x = torch.as_tensor(ds.data)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
     split = TensorSplit(x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long))
-    _save_cache(cache, {"x": split.x, "y": split.y, "classes": list(ds.classes)})
+    save_cache(cache, {"x": split.x, "y": split.y, "classes": list(ds.classes)})
     return split, list(ds.classes)
 
 
-def _save_cache(path: Path, blob: dict) -> None:
-    """Best effort: a read-only data volume just means decoding again next time."""
-    tmp = path.with_name(path.name + ".tmp")
+def load_cache(path: Path) -> dict | None:
+    """A decoded data cache, or None when there is none or it does not verify against its
+    checksum (a flipped bit, a truncated file): then it is rebuilt, and the log says so."""
+    from train import checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        stored = blob.pop("sha256")
+        ok = stored == checkpoint.digest(blob)
+    except Exception:  # noqa: BLE001 - any damage at all: decode the data again
+        ok = False
+    if not ok:
+        log.warning("the data cache %s is damaged (it does not verify); rebuilding it", path)
+        return None
+    return blob
+
+
+def save_cache(path: Path, blob: dict) -> None:
+    """Written atomically, with a checksum. Best effort: a read-only data volume just means
+    decoding again next time."""
+    from train import checkpoint
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(blob, tmp)
+        torch.save({**blob, "sha256": checkpoint.digest(blob)}, tmp)
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, RuntimeError):  # (torch.save reports a full disk as a RuntimeError)
         tmp.unlink(missing_ok=True)
-
-
-def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(newline="") as f:
-            rows = [r for r in csvlib.reader(f) if r]
-    except OSError as e:
-        raise UserError(f"{path} cannot be read: {e.strerror or e}.") from None
-    if len(rows) < 2:
-        raise UserError(f"{path} needs a header row and at least one data row.")
-    header = [h.strip() for h in rows[0]]
-    for n, r in enumerate(rows[1:], 2):
-        if len(r) != len(header):
-            raise UserError(f"{path} line {n} has {len(r)} fields; the header has {len(header)}.")
-    return header, rows[1:]
-
-
-def _numbers(path, row, line, header, skip) -> list[float]:
-    return [parse_number(path, v, line, header[i]) for i, v in enumerate(row) if i != skip]
-
-
-def parse_number(path, value: str, line: int, column: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is None and value.strip():
-        raise UserError(
-            f"{path} line {line}, column {column!r}: {value!r} is not a number. Feature columns "
-            "(and a regression target) must be numeric; encode categories as numbers first."
-        )
-    if number is None or not math.isfinite(number):
-        raise UserError(
-            f"{path} line {line}, column {column!r}: {value!r} is missing or not finite. Fill "
-            "or drop such rows first: one NaN makes every loss NaN."
-        )
-    return number
-
-
-def _natural(label: str):
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)

@@ -50,7 +50,7 @@ def evaluate_run(
     device, why = choose(device_name)
     data = instantiate(trained.config["data"])
     # Score with the normalisation the model was trained with, whatever the data looks like now.
-    data.mean, data.std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    data.mean, data.std = torch.tensor(meta.mean), torch.tensor(meta.std)
     if batch_size is not None:
         data.eval_batch_size = batch_size
     if getattr(data, split) is None:
@@ -78,7 +78,7 @@ def evaluate_run(
         out["confusion_matrix"] = confusion.tolist()
         log.info(
             "confusion matrix (rows true, columns predicted; classes %s):\n%s",
-            meta["class_names"],
+            meta.class_names,
             "\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion.tolist()),
         )
     dest = report.unused_path(run / f"evaluation-{split}.json")

@@ -59,14 +59,29 @@ def export_run(run: Path, fmt: str, which: str = "best") -> Path:
 def metadata(trained) -> dict[str, str]:
     """What a user of the exported file needs to prepare inputs and read outputs."""
     m = trained.meta
-    shape = "N x " + " x ".join(map(str, m["in_shape"]))
+    shape = "N x " + " x ".join(map(str, m.in_shape))
+    table = m.table or {}
+    output = "logits" if m.task == "classification" else "values in the target's own units"
     return {
         "train.input": f"float32 {shape}: (raw / scale - mean) / std, per channel or feature",
-        "train.output": "logits" if m["task"] == "classification" else "values",
+        "train.output": output,
         **{
-            f"train.{k}": json.dumps(m[k])
-            for k in ("task", "in_shape", "scale", "mean", "std", "class_names", "feature_names")
+            f"train.{k}": json.dumps(getattr(m, k))
+            for k in (
+                "task",
+                "in_shape",
+                "scale",
+                "mean",
+                "std",
+                "class_names",
+                "feature_names",
+                "target_mean",
+                "target_std",
+            )
         },  # fmt: skip
+        # CSV models: the raw columns, and each text column's one-hot values in feature order
+        "train.columns": json.dumps(table.get("columns")),
+        "train.categories": json.dumps(table.get("categories")),
         "train.checkpoint": str(trained.path),
     }
 
@@ -87,7 +102,7 @@ def _held_out(trained):
     except (UserError, OSError) as e:
         log.warning("the run's data cannot be rebuilt (%s); checking on random inputs", e)
         g = torch.Generator().manual_seed(0)
-        raw = torch.rand(HELD_OUT, *trained.meta["in_shape"], generator=g) * trained.meta["scale"]
+        raw = torch.rand(HELD_OUT, *trained.meta.in_shape, generator=g) * trained.meta.scale
     with torch.no_grad():  # (not inference_mode: tracing refuses inference tensors)
         return trained.normalize(raw)
 
@@ -96,7 +111,7 @@ def _onnx(trained, x, path: Path) -> None:
     import torch
 
     program = torch.onnx.export(
-        trained.model, (x[:2],), dynamo=True, verbose=False, input_names=["input"],
+        trained.deployable(), (x[:2],), dynamo=True, verbose=False, input_names=["input"],
         output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
     )  # fmt: skip
     program.model.metadata_props.update(metadata(trained))
@@ -114,7 +129,7 @@ def _run_onnx(path: Path, x):
 def _torchscript(trained, x, path: Path) -> None:
     import torch
 
-    traced = torch.jit.trace(trained.model, x[:2])
+    traced = torch.jit.trace(trained.deployable(), x[:2])
     extra = {"train.json": json.dumps(metadata(trained))}
     torch.jit.save(traced, str(path), _extra_files=extra)
 
@@ -130,7 +145,7 @@ def _check_parity(trained, x, got, target: Path) -> None:
     import torch
 
     with torch.inference_mode():
-        want = trained.model(x)
+        want = trained.deployable()(x)
     diff = (got.float() - want.float()).abs()
     worst = diff.max().item()
     bad = (diff > ATOL + RTOL * want.abs()).sum().item()

@@ -227,7 +227,7 @@ def fit(
                 log.info("first optimizer step done %.1fs after start", timing.first_step_s)
                 clock[:] = time.perf_counter(), meter.n
             if state.step % s.log_every_n_steps == 0:
-                writer.add_scalar("train/loss_step", loss, state.step)
+                writer.add_scalar("train/loss_step", loss * task.loss_scale, state.step)
             return halt()
 
         def on_skip() -> None:

@@ -1,8 +1,10 @@
 """`python -m train.predict run=<run dir> inputs=<file, folder or glob>`: a trained model on your
-own files. Image models read PNG/JPEG/BMP files (made grayscale or RGB as in training, resized
-only where training resized, i.e. image_folder runs); tabular models read a CSV with the
-training feature columns (any order, no target). One line per input: where it came from, the
-predicted class (or value) and its probability; `out=<file.csv>` also writes them as a CSV.
+own files. Image models read PNG/JPEG/BMP/... files as training read its images (any bit depth's
+full range onto the data set's, transparency composited, grayscale or RGB, resized only where
+training resized, i.e. image_folder runs); tabular models read a CSV with the training feature
+columns (any order, no target), prepared by the run's own TablePrep. One line per input: where
+it came from, the predicted class (or value) and its probability; `out=<file.csv>` also writes
+them as a CSV.
 """
 
 import csv
@@ -54,11 +56,11 @@ def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = 
     result = trained.outputs(x)
     task = trained.task
     rows = []
-    if task.kind == "regression":
-        for src, values in zip(sources, result.tolist(), strict=True):
+    if task.kind == "regression":  # in the target's own units
+        for src, values in zip(sources, task.predict(result).tolist(), strict=True):
             rows.append((src, " ".join(f"{v:.6g}" for v in values), None))
     else:
-        names = trained.meta["class_names"]
+        names = trained.meta.class_names
         for src, c, p in zip(sources, task.predict(result).tolist(),
                              task.probability(result).tolist(), strict=True):  # fmt: skip
             rows.append((src, names[c], p))
@@ -98,81 +100,90 @@ def _expand(inputs: str, wanted: str) -> list[Path]:
 
 def _takes(trained) -> str:
     if trained.is_image:
-        c, h, w = trained.meta["in_shape"]
+        c, h, w = trained.meta.in_shape
         return f"{'grayscale' if c == 1 else 'RGB'} images of {w}x{h} pixels"
-    return f"CSV rows with the columns {trained.meta['feature_names']}"
+    return f"CSV rows with the columns {_prep(trained).columns}"
 
 
 def _read_images(files: list[Path], trained):
-    """Pixels as training stored them: RGB, then grayscale for one-channel models; resized to
-    the model's size only where training resized (image_folder), else the size must match."""
-    import numpy as np
+    """Pixels as training saw them: read as training read its images, on the data set's own
+    scale (an 8- or 16-bit file's full range onto the set's: 0..16 for digits), resized to the
+    model's size only where training resized (image_folder), else the size must match."""
     import torch
-    from PIL import Image
 
-    c, h, w = trained.meta["in_shape"]
-    resize = trained.config["data"].get("image_size") is not None
+    from train import folder, images
+
+    meta = trained.meta
+    c, h, w = meta.in_shape
+    lay = meta.layout or {"background": "white", "resize": False}
+    shape = folder.Layout(c, h, w, resize=lay["resize"], background=lay["background"])
     sources, tensors, skipped = [], [], []
     for f in files:
         try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            pixels = images.read(f, c, shape.background)
+        except (OSError, ValueError, SyntaxError) as e:
             skipped.append(f"{f}: not a readable image ({type(e).__name__}: {e})")
             continue
-        if c == 1:
-            im = im.convert("L")
-        x = torch.from_numpy(np.asarray(im).copy())
-        x = x[None] if c == 1 else x.permute(2, 0, 1)
-        if resize:
-            from torchvision.transforms.v2 import functional as TF
-
-            x = TF.resize(x, [h, w], antialias=True)
-        elif tuple(x.shape[1:]) != (h, w):
-            skipped.append(f"{f}: {x.shape[2]}x{x.shape[1]} pixels; the model takes {w}x{h}")
+        if not shape.resize and pixels.shape[:2] != (h, w):
+            skipped.append(f"{f}: {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes "
+                           f"{w}x{h}")  # fmt: skip
             continue
         sources.append(str(f))
-        tensors.append(x)
-    x = torch.stack(tensors) if tensors else torch.empty(0, c, h, w, dtype=torch.uint8)
-    return sources, x, skipped
+        tensors.append(folder.to_tensor(pixels, shape))
+    if not tensors:
+        return sources, torch.empty(0, c, h, w), skipped
+    return sources, torch.stack(tensors).float() * (meta.scale / 255.0), skipped
+
+
+def _prep(trained):
+    """The run's TablePrep; for runs before it was saved, their numeric feature columns."""
+    from train.tables import TablePrep
+
+    meta = trained.meta
+    if meta.table is not None:
+        return TablePrep.from_dict(meta.table)
+    return TablePrep(columns=list(meta.feature_names or []))
 
 
 def _read_tables(files: list[Path], trained):
-    """Rows of the training feature columns, put in training order, as float features."""
+    """Rows with the training feature columns (any order, extra target column refused), made
+    into features by the run's own TablePrep."""
+    import numpy as np
     import torch
 
-    from train.data import parse_number, read_csv
+    from train import tables
 
-    features = trained.meta["feature_names"]
-    sources, rows = [], []
+    prep = _prep(trained)
+    sources, parts = [], []
     for f in files:
-        header, lines = read_csv(f)
-        if features is None:  # the course's built-in tables: columns by position
-            expected = len(trained.meta["mean"])
-            if len(header) != expected:
-                raise UserError(f"{f} has {len(header)} columns; the model reads {expected}.")
-            order = list(range(expected))
-        else:
-            missing = [c for c in features if c not in header]
-            extra = [c for c in header if c not in features]
-            if missing or extra:
+        frame, dec = tables.read(f, prep.delimiter, prep.decimal, prep.encoding)
+        if not prep.columns:  # the course's built-in tables: columns by position
+            expected = len(trained.meta.mean)
+            if len(frame.columns) != expected:
                 raise UserError(
-                    f"{f}: the columns do not match training's {features}: "
-                    + "; ".join(
-                        part
-                        for part in (
-                            f"missing {missing}" if missing else "",
-                            f"extra {extra} (drop them, and the target column)" if extra else "",
-                        )
-                        if part
-                    )  # fmt: skip
-                    + "."
+                    f"{f} has {len(frame.columns)} columns; the model reads {expected}."
                 )
-            order = [header.index(c) for c in features]
-        for n, line in enumerate(lines, 2):
-            rows.append([parse_number(f, line[i], n, header[i]) for i in order])
-            sources.append(f"{f}:{n}")
-    return sources, torch.tensor(rows, dtype=torch.float32)
+            frame.columns = [str(i) for i in range(expected)]
+            fitted = tables.TablePrep(columns=list(frame.columns))
+        else:
+            header = [c for c in frame.columns if c not in prep.ignored]
+            _same_columns(f, header, prep.columns)
+            fitted = prep
+        frame = tables.handle_missing(frame, fitted.columns, fitted.missing, f, "features")
+        parts.append(fitted.transform(frame, f, dec))
+        sources += [f"{f}:{tables.line_of(r)}" for r in frame.index]
+    x = np.concatenate(parts) if parts else np.zeros((0, len(trained.meta.mean)), np.float32)
+    return sources, torch.from_numpy(x)
+
+
+def _same_columns(f: Path, header: list[str], features: list[str]) -> None:
+    missing = [c for c in features if c not in header]
+    extra = [c for c in header if c not in features]
+    if missing or extra:
+        parts = [f"missing {missing}" if missing else "",
+                 f"extra {extra} (drop them, and the target column)" if extra else ""]  # fmt: skip
+        raise UserError(f"{f}: the columns do not match training's {features}: "
+                        + "; ".join(p for p in parts if p) + ".")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """What the data asks of the model: the loss, the predictions and the metrics.
 
-Regression: mean squared error; MSE, MAE and R^2. Classification: cross entropy (binary
-cross entropy on one logit for two classes); accuracy, macro precision and recall, and a
-confusion matrix. Metrics accumulate on the device and are read once, at `compute()`.
+Regression: mean squared error, of standardised targets where the data standardised them (the
+model then predicts (y - mean) / std), with the loss, MSE, MAE, R^2 and predictions in the
+target's own units. Classification: cross entropy (binary cross entropy on one logit for two
+classes); accuracy, macro precision and recall, and a confusion matrix. Metrics accumulate on
+the device and are read once, at `compute()`.
 """
 
 import torch
@@ -11,9 +13,18 @@ from torch import Tensor
 
 
 class Task:
-    def __init__(self, kind: str, num_classes: int | None):
+    def __init__(self, kind: str, num_classes: int | None, target_mean=None, target_std=None):
         self.kind, self.num_classes = kind, num_classes
         self.binary = kind == "classification" and num_classes == 2
+        self.shift = None if target_mean is None else torch.as_tensor(target_mean).float()
+        self.spread = None if target_std is None else torch.as_tensor(target_std).float()
+        # The loss in the target's units: the data builders standardise a single target only.
+        self.loss_scale = 1.0 if self.spread is None else float((self.spread**2).mean())
+
+    @classmethod
+    def of(cls, data) -> "Task":
+        """The task of a `Data` or of a checkpoint's `DataMeta`."""
+        return cls(data.task, data.num_classes, data.target_mean, data.target_std)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -24,6 +35,8 @@ class Task:
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         """The batch's loss; `reduction="none"`: one per example (regression: per value)."""
         if self.kind == "regression":
+            if self.shift is not None:
+                y = (y - self.shift.to(y.device)) / self.spread.to(y.device)
             return F.mse_loss(out, y, reduction=reduction)
         if self.binary:
             return F.binary_cross_entropy_with_logits(
@@ -32,8 +45,10 @@ class Task:
         return F.cross_entropy(out, y, reduction=reduction)
 
     def predict(self, out: Tensor) -> Tensor:
-        """Class indices for classification, the values themselves for regression."""
+        """Class indices for classification, values in the target's units for regression."""
         if self.kind == "regression":
+            if self.shift is not None:
+                return out * self.spread.to(out.device) + self.shift.to(out.device)
             return out
         return (out.squeeze(1) > 0).long() if self.binary else out.argmax(1)
 
@@ -46,7 +61,7 @@ class Task:
 
     def meter(self, device: torch.device) -> "Meter":
         if self.kind == "regression":
-            return RegressionMeter(device)
+            return RegressionMeter(device, self.loss_scale)
         return ClassificationMeter(self.num_classes, device)
 
 
@@ -127,8 +142,9 @@ class ClassificationMeter(Meter):
 class RegressionMeter(Meter):
     counts = ("n", "count")
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, loss_scale: float = 1.0):
         super().__init__(device)
+        self.loss_scale = loss_scale  # standardised targets: the loss back in their units
         # sum of squared errors, absolute errors, targets, squared targets; element count
         self.sums = torch.zeros(4, device=device, dtype=torch.float64)
         self.count = 0
@@ -146,7 +162,7 @@ class RegressionMeter(Meter):
         n = max(self.count, 1)
         sst = syy - sy * sy / n
         return {
-            "loss": self.mean_loss(),
+            "loss": self.mean_loss() * self.loss_scale,
             "mse": sse / n,
             "mae": sae / n,
             "r2": 1 - sse / sst if sst > 0 else float("nan"),

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from train import checkpoint
 from train.batches import Normalizer
+from train.data import DataMeta
 from train.errors import UserError
 from train.task import Task
 
@@ -20,22 +21,29 @@ from train.task import Task
 @dataclass
 class Trained:
     model: nn.Module  # in eval mode, on the CPU
-    meta: dict  # the data's: task, in_shape, num_classes, class_names, feature_names, scale, ...
+    meta: DataMeta  # the data's: task, shapes, classes, features, normalisation, ...
     config: dict  # the run's resolved config
     path: Path  # the checkpoint it came from
     step: int  # the optimizer steps behind those weights
 
     @property
     def task(self) -> Task:
-        return Task(self.meta["task"], self.meta["num_classes"])
+        return Task.of(self.meta)
 
     @property
     def is_image(self) -> bool:
-        return len(self.meta["in_shape"]) == 3
+        return self.meta.is_image
 
     def normalize(self, x: Tensor) -> Tensor:
         """Raw inputs (pixels as stored, or feature values) as the model saw them in training."""
         return Normalizer.from_meta(self.meta, x.device)(x)
+
+    def deployable(self) -> nn.Module:
+        """The model as exported: regression outputs in the target's own units."""
+        task = self.task
+        if task.shift is None:
+            return self.model
+        return Rescaled(self.model, task.shift, task.spread).eval()
 
     @torch.inference_mode()
     def outputs(self, x: Tensor, batch_size: int = 256) -> Tensor:
@@ -44,6 +52,19 @@ class Trained:
         steps = range(0, len(x), batch_size)
         parts = [self.model(norm(x[i : i + batch_size])) for i in steps]
         return torch.cat(parts) if parts else torch.empty(0)
+
+
+class Rescaled(nn.Module):
+    """A regression model whose outputs are (y - mean) / std, giving y itself."""
+
+    def __init__(self, model: nn.Module, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.std + self.mean
 
 
 def load(run: Path, which: str = "best") -> Trained:
@@ -59,9 +80,8 @@ def load(run: Path, which: str = "best") -> Trained:
             "a run that finished at least one epoch, e.g. runs/digits_mlp/<time>."
         )
     blob = checkpoint.load(path)
-    meta = blob["data"]
-    model = instantiate(
-        blob["config"]["model"], in_shape=meta["in_shape"], num_outputs=meta["num_outputs"]
-    )
+    meta = DataMeta.from_dict(blob["data"])
+    model = instantiate(blob["config"]["model"], in_shape=meta.in_shape,
+                        num_outputs=meta.num_outputs)  # fmt: skip
     checkpoint.load_model(model, blob["model"], path)
     return Trained(model.eval(), meta, blob["config"], path, blob["state"]["step"])

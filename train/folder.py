@@ -1,0 +1,236 @@
+"""A user's image folder (torchvision's ImageFolder layout): found, checked, and decoded.
+
+Every file is decoded once before training, in parallel; what each holds (or why it cannot be
+read) is cached beside the data by file size and modification time, so later runs check only
+new or changed files. A folder that fits in memory is decoded once into a uint8 tensor (cached
+the same way), and trains from memory at the built-in sets' speed; a larger one streams
+through a DataLoader.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from train import images
+from train.errors import UserError
+
+log = logging.getLogger("train")
+CACHE_VERSION = 1
+
+
+@dataclass
+class Listing:
+    """The image files of one split and their class indices."""
+
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How every image of the folder is made into a tensor (recorded for predict)."""
+
+    channels: int
+    height: int
+    width: int
+    resize: bool  # false: every image already has this size
+    background: str
+
+
+def find(root: Path) -> tuple[Listing, Listing | None]:
+    """The folder's train listing, and its test listing when root/train and root/test exist."""
+    if not root.is_dir():
+        raise UserError(
+            f"data.path={root} is not a directory. image_folder expects one folder per class "
+            "(path/cat/1.png, path/dog/2.png, ...), optionally under path/train and path/test."
+        )
+    has_test = (root / "train").is_dir() and (root / "test").is_dir()
+    train = _list(root / "train" if has_test else root)
+    test = _list(root / "test") if has_test else None
+    if test is not None and test.classes != train.classes:
+        raise UserError(
+            f"{root}/test has classes {test.classes}, {root}/train has {train.classes}."
+        )
+    return train, test
+
+
+def _list(root: Path) -> Listing:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, index = find_classes(str(root))
+        pairs = make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except (FileNotFoundError, OSError) as e:
+        raise UserError(f"data.path={root} is not a usable image folder: {e}") from None
+    if not pairs:
+        raise UserError(
+            f"data.path={root} holds no image files ({', '.join(IMG_EXTENSIONS)}) in its class "
+            "folders; put each class's images in a folder of its own: path/<class>/<file>."
+        )
+    return Listing([Path(p) for p, _ in pairs], [c for _, c in pairs], classes)
+
+
+def check(files: list[Path], cache: Path, background: str) -> list[images.Probe]:
+    """Decode every file once (in parallel), reusing earlier answers for unchanged files."""
+    stats = [_stat(f) for f in files]
+    known = _read_json(cache)
+    todo = [i for i, (f, s) in enumerate(zip(files, stats, strict=True))
+            if known.get(str(f), {}).get("stat") != s]  # fmt: skip
+    if todo:
+        log.info("checking %s image file(s) ...", f"{len(todo):,}")
+        found = _parallel(lambda i: images.probe(files[i], background), todo)
+        for i, p in zip(todo, found, strict=True):
+            known[str(files[i])] = {"stat": stats[i], "probe": asdict(p)}
+        _write_json(cache, known)
+    return [images.Probe(**known[str(f)]["probe"]) for f in files]
+
+
+def refuse_or_skip(listing: Listing, probes: list[images.Probe], skip: bool) -> Listing:
+    """The listing without unreadable files, which are named (all of them): an error unless
+    `skip` (data.skip_bad_files), then a warning."""
+    bad = [(f, p.error) for f, p in zip(listing.files, probes, strict=True) if p.error]
+    if not bad:
+        return listing
+    named = "; ".join(f"{f} ({why})" for f, why in bad)
+    if not skip:
+        raise UserError(
+            f"{len(bad)} of {len(listing.files)} image file(s) cannot be read: {named}. Remove "
+            "or replace them, or leave them out with data.skip_bad_files=true."
+        )
+    log.warning("skipping %d unreadable image file(s) (data.skip_bad_files=true): %s", len(bad),
+                named)  # fmt: skip
+    keep = [i for i, p in enumerate(probes) if not p.error]
+    return Listing([listing.files[i] for i in keep], [listing.labels[i] for i in keep],
+                   listing.classes)  # fmt: skip
+
+
+def layout(probes: list[images.Probe], image_size, grayscale, background: str) -> Layout:
+    """Channels and size from the images where they agree; `image_size` / `grayscale` (not
+    null) decide instead. Mixed sizes without `image_size`: the most common size, said once."""
+    ok = [p for p in probes if not p.error]
+    channels = max(p.channels for p in ok) if grayscale is None else (1 if grayscale else 3)
+    sizes = Counter((p.height, p.width) for p in ok)
+    if image_size is not None:
+        h, w = image_size
+    else:
+        (h, w), n = sizes.most_common(1)[0]
+        if len(sizes) > 1:
+            log.info("images come in %d sizes; resizing all to the most common, %dx%d (%d of "
+                     "%d); set data.image_size=[height,width] to choose", len(sizes), w, h, n,
+                     len(ok))  # fmt: skip
+    return Layout(channels, h, w, resize=set(sizes) != {(h, w)}, background=background)
+
+
+def to_tensor(pixels, lay: Layout) -> Tensor:
+    """HWC uint8 pixels as a CHW uint8 tensor of the layout's size."""
+    x = torch.from_numpy(pixels).permute(2, 0, 1)
+    if tuple(x.shape[1:]) != (lay.height, lay.width):
+        from torchvision.transforms.v2 import functional as TF
+
+        x = TF.resize(x, [lay.height, lay.width], antialias=True)
+    return x.contiguous()
+
+
+def load(path: Path, lay: Layout) -> Tensor:
+    """One file, read and shaped as the layout says."""
+    return to_tensor(images.read(path, lay.channels, lay.background), lay)
+
+
+def decode(listing: Listing, lay: Layout, cache: Path, split: str) -> Tensor:
+    """Every image of `listing` as one uint8 tensor (N, C, H, W), cached beside `cache` by the
+    files' sizes and modification times and the layout."""
+    from train.data import load_cache, save_cache
+
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(lay), [
+        (str(f), _stat(f)) for f in listing.files]]).encode()).hexdigest()[:16]  # fmt: skip
+    path = cache.with_name(f"tensors-{split}-{key}.pt")
+    blob = load_cache(path)
+    if blob is not None:
+        return blob["x"]
+    log.info("decoding %s image(s) into memory ...", f"{len(listing.files):,}")
+    x = torch.empty(len(listing.files), lay.channels, lay.height, lay.width, dtype=torch.uint8)
+
+    def one(i):
+        x[i] = load(listing.files[i], lay)
+
+    _parallel(one, range(len(listing.files)))
+    for old in cache.parent.glob(f"tensors-{split}-*.pt"):  # one decoded copy, not one a change
+        old.unlink(missing_ok=True)
+    save_cache(path, {"x": x})
+    return x
+
+
+def fits_in_memory(n: int, lay: Layout) -> bool:
+    """Decoded, the folder takes under a quarter of the memory this process may use."""
+    return n * lay.channels * lay.height * lay.width < _memory_bytes() / 4
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """Files read on demand (a DataLoader's workers), shaped by the layout."""
+
+    def __init__(self, listing: Listing, lay: Layout):
+        self.listing, self.layout = listing, lay
+
+    def __len__(self) -> int:
+        return len(self.listing.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return load(self.listing.files[i], self.layout), self.listing.labels[i]
+
+
+def cache_for(cache_dir: str, root: Path) -> Path:
+    """Where a folder's check results live: one directory per folder under the data dir."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "image_folder" / key / "checked.json"
+
+
+def _parallel(fn, items):
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with ThreadPoolExecutor(max_workers=max(1, workers or 1)) as pool:  # PIL decodes without
+        return list(pool.map(fn, items))  # the GIL
+
+
+def _stat(path: Path) -> list[int]:
+    s = path.stat()
+    return [s.st_size, s.st_mtime_ns]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        blob = json.loads(path.read_text())
+        return blob["files"] if blob.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}  # absent or damaged: check again
+
+
+def _write_json(path: Path, files: dict) -> None:
+    """Best effort: a read-only data dir only means checking again next time."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _memory_bytes() -> int:
+    """The memory this process may use: the machine's, or the container's cgroup limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
