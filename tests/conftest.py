@@ -115,11 +115,16 @@ def compose_config(runs_dir: Path, data_dir: Path, overrides, small: bool = True
         )
 
 
-def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = True) -> Path:
+def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = True,
+                     edit=None) -> Path:  # fmt: skip
     """Train from the real composed config, in this process; returns the run dir. `small`:
-    one epoch (the default for tests); false: the config's own defaults, as a user runs it."""
+    one epoch (the default for tests); false: the config's own defaults, as a user runs it.
+    `edit(cfg)` changes the composed config first (what no override can reach)."""
     rundir.forget()
     cfg = compose_config(runs_dir, data_dir, overrides, small)
+    if edit is not None:
+        with open_dict(cfg):
+            edit(cfg)
     HydraConfig.instance().set_config(cfg)
     run_dir = Path(cfg.hydra.run.dir)
     choices = dict(cfg.hydra.runtime.choices)
@@ -134,8 +139,8 @@ def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = Tr
 def train_run(tmp_path, data_dir):
     """Train in-process from the real composed config; returns the run dir."""
 
-    def run(*overrides, runs_dir: Path | None = None, small: bool = True) -> Path:
-        return train_in_process(runs_dir or tmp_path / "runs", data_dir, overrides, small)
+    def run(*overrides, runs_dir: Path | None = None, small: bool = True, edit=None) -> Path:
+        return train_in_process(runs_dir or tmp_path / "runs", data_dir, overrides, small, edit)
 
     return run
 

@@ -111,6 +111,11 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
             ],
         ),
         (["data=image_folder", "model=cnn"], 2, ["data.path, e.g."]),
+        (  # Hydra's own hint for a misspelt key is +, which would run with the typo ignored
+            ["data=digits", "+trainer.max_epoch=3"],
+            2,
+            ["no such config key: trainer.max_epoch (did you mean trainer.max_epochs?)"],
+        ),
         (
             ["experiment=linear_regression", "trainer.monitor=accuracy"],
             2,

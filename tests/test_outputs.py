@@ -176,3 +176,55 @@ def test_checkpoint_carries_what_resume_needs(digits_run):
     assert blob["state"]["epoch"] == 3 and blob["state"]["step"] == 120
     assert {"python", "numpy", "torch", "cuda"} == set(blob["rng"])
     assert blob["config"]["model"]["hidden"] == [128, 64] and blob["data"]["class_names"][0] == "0"
+
+
+def test_a_run_ended_by_max_epochs_while_improving_says_it_is_under_trained(train_run, caplog):
+    with caplog.at_level("WARNING", logger="train"):
+        run = train_run("data=digits", "optim.lr=1e-4", "trainer.max_epochs=4")
+    assert "under-trained: loss was still improving when trainer.max_epochs=4 ended" in caplog.text
+    assert f"python -m train resume={run} trainer.max_epochs=8 continues this run" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train"):  # stopped early: trained enough
+        train_run("data=digits", "optim.lr=0", "trainer.max_epochs=10", "trainer.patience=2")
+    assert "under-trained" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "history, mode, expect",
+    [
+        ([1.0, 0.8, 0.6, 0.5], "min", True),  # still falling fast
+        ([1.0, 0.5, 0.45, 0.449, 0.4489], "min", False),  # a plateau: < 2% over the window
+        ([1.0, 0.4, 0.5, 0.45], "min", False),  # the best is three epochs back
+        ([0.5, 0.7, 0.8, 0.9], "max", True),  # accuracy still rising
+    ],
+)
+def test_under_trained_means_a_recent_best_and_a_clear_gain(history, mode, expect):
+    from train.loop import Settings, State
+    from train.report import undertrained
+
+    s = Settings(max_epochs=len(history), max_steps=None, log_every_n_steps=1, monitor="loss",
+                 monitor_mode=mode, patience=None, grad_clip=None, progress="lines")  # fmt: skip
+    state = State(epoch=len(history), history=history)
+    assert (undertrained(history, s, state) is not None) == expect
+
+
+def test_the_train_split_is_scored_only_when_asked_or_monitored(train_run):
+    plain = json.loads((train_run("data=digits") / "metrics.json").read_text())
+    assert set(plain) >= {"val", "test"} and "train" not in plain
+    asked = train_run("data=digits", "trainer.score_train=true")
+    assert "train" in json.loads((asked / "metrics.json").read_text())
+    no_val = train_run("data=digits", "data.val_fraction=0")  # train is what `monitor` reads
+    assert "train" in json.loads((no_val / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("goal", ["> 0.9", "== 1", ">= lots", "0.9", ">=0.9 and more"])
+def test_an_expect_line_other_than_ge_or_le_is_a_config_error_at_start(train_run, tmp_path, goal):
+    """Any operator but >= was read as <= before."""
+
+    def expect(cfg):
+        cfg.expect = {"test/accuracy": goal}
+
+    with pytest.raises(UserError, match=r"expect: test/accuracy: .*only >= and <="):
+        train_run("data=digits", edit=expect)
+    rundir.discard_unstarted()
+    assert not list((tmp_path / "runs").rglob("*.*"))

@@ -81,7 +81,7 @@ def test_every_model_data_pair_trains_or_says_why_not(train_run, user_files, mod
         return
     run = train_run(*[a for a in args if a])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert np.isfinite(metrics["train"]["loss"])
+    assert all(np.isfinite(metrics[s]["loss"]) for s in ("train", "val", "test") if s in metrics)
     assert (run / "checkpoints" / "last.pt").is_file() and (
         run / "checkpoints" / "best.pt"
     ).is_file()
@@ -97,6 +97,15 @@ def test_linear_regression_recovers_w_and_b(train_run):
 def test_logistic_regression_separates_the_six_points(train_run):
     run = train_run("experiment=logistic_regression", "trainer.max_epochs=1000")
     assert json.loads((run / "metrics.json").read_text())["train"]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("model, floor", [("mlp", 0.95), ("cnn", 0.97)])
+def test_the_first_command_in_the_readme_trains_well(train_run, model, floor):
+    """`python -m train data=digits` with nothing else: 72% before the defaults changed."""
+    run = train_run("data=digits", f"model={model}", small=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= floor, metrics["test"]
+    assert "train" not in metrics  # trainer.score_train=false: the end scores val and test
 
 
 def test_mlp_on_digits_passes_95_percent(train_run):

@@ -46,8 +46,34 @@ def _start_and_run() -> float | None:
             "sweep with python -m train -m ... (hydra/launcher=joblib runs jobs in parallel, one "
             "GPU each), or start torchrun once per configuration."
         )
+    sys.argv[1:] = _rebuilt(sys.argv[1:])
     distributed.start()
     return _hydra_main()
+
+
+def _rebuilt(argv: list[str]) -> list[str]:
+    """The command line to run. For resume=<run dir or checkpoint>: the run's own recorded
+    overrides, then this command line's; refused (before Hydra writes a thing into the run
+    dir) when that would change more than how long and where the run trains."""
+    from train import resume
+
+    flags, given = resume.split_args(argv)
+    where = resume.resume_value(given)
+    if where in (None, "auto", "null") or {"-m", "--multirun"} & set(flags):
+        return argv
+    return resume.rebuild(flags, given, where, _compose)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """The job config these overrides give, composed without running anything."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except HydraException as e:
+        raise UserError(f"the run's config cannot be rebuilt: {' '.join(str(e).split())}") from None
 
 
 # An absolute path: run as `python -m train`, Hydra would look for a Python package named conf.
@@ -80,7 +106,7 @@ def train(
     from train.signals import StopRequest
     from train.task import Task
 
-    _need_values(cfg)
+    goals = _check(cfg)
     _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
     ranks = distributed.ranks()
     if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
@@ -126,7 +152,9 @@ def train(
     if ranks.main:
         report.write_json(
             report.unused_path(run_dir / "run.json"),
-            record.collect(config, overrides, seed, device, cfg.trainer.deterministic),
+            record.collect(
+                config, overrides, seed, device, cfg.trainer.deterministic, data.fingerprint
+            ),  # fmt: skip
         )
     saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices)
     state = loop.State()
@@ -175,8 +203,12 @@ def train(
             print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
                   f"resume={run_dir} continues the run", flush=True)  # fmt: skip
         sys.exit(stop.exit_code)
-    _log_results(results, OmegaConf.to_container(cfg.expect))
-    monitored = results.get("val", results["train"])
+    _log_results(results, goals)
+    advice = report.undertrained(state.history, settings, state)
+    if advice is not None:
+        log.warning("%s: python -m train resume=%s trainer.max_epochs=%d continues this run.",
+                    advice, run_dir, 2 * state.epoch)  # fmt: skip
+    monitored = results.get("val", results.get("train"))
     return monitored[settings.monitor]
 
 
@@ -192,7 +224,9 @@ def _score_and_report(
         checkpoint.load_model(model, checkpoint.load(best)["model"], best)
     else:  # stopped (max_steps) before the first epoch ended
         log.info("no epoch finished, so no best.pt: scoring the current weights")
-    results, confusion = report.score(model, data, task, device, autocast)
+    score_train = cfg_trainer.score_train or data.val is None  # (train is then the monitored)
+    splits = ("train", "val", "test") if score_train else ("val", "test")
+    results, confusion = report.score(model, data, task, device, autocast, splits)
     summary = {**results, "best_step": state.best_step, "epochs": state.epoch,
                "steps": state.step, "seed": config["seed"], "monitor": cfg_trainer.monitor,
                "skipped_nonfinite": state.skipped, "timing": timing}  # fmt: skip
@@ -211,15 +245,37 @@ EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an im
             "data.target": "data.target=label (the CSV column to predict)"}  # fmt: skip
 
 
-def _need_values(cfg: DictConfig) -> None:
-    """Values the config leaves to the user (???) must be given, before any work starts."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
+def _check(cfg: DictConfig) -> list[tuple[str, str, float]]:
+    """What the schema alone cannot catch, before any work: values left to the user (???),
+    keys no schema knows (added with +), and `expect:` lines; the parsed expectations."""
+    if missing := config.missing_keys(cfg):
         wanted = "; ".join(f"{k}, e.g. {EXAMPLES.get(k, k + '=...')}" for k in missing)
         raise UserError(
             f"{'these values are' if len(missing) > 1 else 'a value is'} needed and not given: "
             f"{wanted}. Add {'them' if len(missing) > 1 else 'it'} to the command line."
         )
+    if unknown := config.unknown_keys(cfg):
+        raise UserError(
+            f"no such config key: {', '.join(unknown)}. A key added with + is not checked by "
+            "Hydra and would be ignored; python -m train --cfg job lists every key."
+        )
+    return [_expectation(key, goal) for key, goal in cfg.expect.items()]
+
+
+def _expectation(key: str, goal) -> tuple[str, str, float]:
+    """An `expect:` line, e.g. `test/accuracy: ">= 0.95"`: a split/metric, >= or <=, a number."""
+    parts = str(goal).split()
+    try:
+        ok = len(parts) == 2 and parts[0] in (">=", "<=") and key.count("/") == 1
+        target = float(parts[1]) if ok else None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(
+            f'expect: {key}: {goal!r} is not an expectation; write <split>/<metric>: ">= 0.95" '
+            'or "<= 0.3" (only >= and <=, then a number).'
+        )
+    return key, parts[0], target
 
 
 def _import_in_background(name: str) -> None:
@@ -422,18 +478,12 @@ def _hparams(record: dict, choices: dict) -> dict:
     return out
 
 
-def _log_results(results: dict, expect: dict) -> None:
+def _log_results(results: dict, goals: list[tuple[str, str, float]]) -> None:
     for split, metrics in results.items():
         log.info("final %s: %s", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     flat = _flat(results)
-    for key, goal in expect.items():
-        op, target = str(goal).split()[0], float(str(goal).split()[1])
+    for key, op, target in goals:
         value = flat.get(key)
         ok = value is not None and (value >= target if op == ">=" else value <= target)
-        log.info(
-            "expected %s %s: %s (%s)",
-            key,
-            goal,
-            "reached" if ok else "NOT reached",
-            "missing" if value is None else f"{value:.4g}",
-        )
+        log.info("expected %s %s %g: %s (%s)", key, op, target, "reached" if ok else "NOT reached",
+                 "missing" if value is None else f"{value:.4g}")  # fmt: skip

@@ -256,6 +256,7 @@ class TrainerConfig:
     num_sample_images: int = 32  # size of the predicted/true grid written at the end
     channels_last: bool | None = None  # null: on for conv models under amp (faster), else off
     compile: bool = False  # torch.compile the model (slow first steps; see docs/benchmarks.md)
+    score_train: bool = False  # score the best weights on the whole train split at the end
 
 
 @dataclass
@@ -338,3 +339,47 @@ class ExportConfig:
 
 def register_export() -> None:
     ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+
+# --- checks on a composed config: before any work, with the key named -----------------------
+
+
+def nodes(cfg, prefix: str = ""):
+    """(dotted key, node) of every value under `cfg`, without resolving interpolations."""
+    from omegaconf import DictConfig
+
+    for key in cfg:
+        node = cfg._get_node(key)
+        yield f"{prefix}{key}", node
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            yield from nodes(node, f"{prefix}{key}.")
+
+
+def missing_keys(cfg) -> list[str]:
+    """Keys the config leaves to the user (`???`) and nobody gave."""
+    return sorted(key for key, node in nodes(cfg) if node._is_missing())
+
+
+def unknown_keys(cfg) -> list[str]:
+    """Keys no schema knows (added with `+`, as Hydra suggests for a misspelt key), each with
+    the closest valid key: `+trainer.max_epoch=3` would run with the typo ignored."""
+    import dataclasses
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    found = []
+    for key, node in [("", cfg), *nodes(cfg)]:
+        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+            continue
+        schema = OmegaConf.get_type(node)
+        if not dataclasses.is_dataclass(schema):
+            continue  # free-form (expect)
+        known = [f.name for f in dataclasses.fields(schema)]
+        for name in node:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                where = f"{key}." if key else ""
+                hint = f" (did you mean {where}{close[0]}?)" if close else ""
+                found.append(f"{where}{name}{hint}")
+    return found

@@ -6,6 +6,7 @@ image folder that fits; a larger folder stays on disk and is read through a Data
 files are read by `train.tables`, image files by `train.images` and `train.folder`.
 """
 
+import json
 import logging
 import math
 import os
@@ -64,6 +65,7 @@ class Data:
     target_std: Tensor | None = None
     table: dict | None = None  # CSV: the TablePrep that made the features (train.tables)
     layout: dict | None = None  # image folders: how files become tensors (train.folder.Layout)
+    fingerprint: str | None = None  # a checksum of the data (train.data.fingerprint)
 
     @property
     def num_outputs(self) -> int:
@@ -146,9 +148,11 @@ def torchvision_data(name: str, root: str, download: bool, **common) -> Data:
     """MNIST, FashionMNIST or CIFAR10 from torchvision, decoded once and cached as tensors."""
     if name not in TORCHVISION_SETS:
         raise UserError(f"data.name={name!r} is not supported; use one of {TORCHVISION_SETS}.")
-    train, classes = _torchvision_split(name, root, download, train=True)
-    test, _ = _torchvision_split(name, root, download, train=False)
-    return _build(train, test, "classification", classes, scale=255.0, **common)
+    train, classes, a = _torchvision_split(name, root, download, train=True)
+    test, _, b = _torchvision_split(name, root, download, train=False)
+    data = _build(train, test, "classification", classes, scale=255.0, **common)
+    data.fingerprint = fingerprint(a, b)
+    return data
 
 
 def digits(root: str, **common) -> Data:
@@ -164,9 +168,11 @@ def digits(root: str, **common) -> Data:
             "y": torch.from_numpy(bunch.target).long(),
             "classes": [str(c) for c in bunch.target_names],
         }
-        save_cache(cache, blob)
+        blob["sha256"] = save_cache(cache, blob)
     split = TensorSplit(blob["x"], blob["y"])
-    return _build(split, None, "classification", blob["classes"], scale=16.0, **common)
+    data = _build(split, None, "classification", blob["classes"], scale=16.0, **common)
+    data.fingerprint = fingerprint(blob["sha256"])
+    return data
 
 
 # The course's tiny tabular examples: (features, targets, task).
@@ -204,7 +210,9 @@ def course_table(name: str, **common) -> Data:
     else:
         split = TensorSplit(x, torch.tensor(y, dtype=torch.long))
         names = [str(c) for c in range(max(y) + 1)]
-    return _build(split, None, task, names, scale=1.0, **common)
+    data = _build(split, None, task, names, scale=1.0, **common)
+    data.fingerprint = fingerprint(_digest(split))
+    return data
 
 
 def synthetic(num_samples: int, shape: list[int], num_classes: int, seed: int, **common) -> Data:
@@ -233,7 +241,9 @@ def synthetic(num_samples: int, shape: list[int], num_classes: int, seed: int, *
     scale = 1.0
     if image and num_classes > 0:
         x, scale = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8), 255.0
-    return _build(TensorSplit(x, y), None, task, names, scale=scale, **common)
+    data = _build(TensorSplit(x, y), None, task, names, scale=scale, **common)
+    data.fingerprint = fingerprint(_digest(TensorSplit(x, y)))
+    return data
 
 
 def csv(path: str, target: str, task, delimiter: str | None, decimal: str | None,
@@ -271,6 +281,7 @@ def csv(path: str, target: str, task, delimiter: str | None, decimal: str | None
     train, val, test = (TensorSplit(x[r], labels[r]) if len(r) else None for r in rows)
     data = _finish(train, val, test, y.task, y.class_names, scale=1.0, **common)
     data.feature_names, data.table = prep.feature_names, prep.to_dict()
+    data.fingerprint = fingerprint(file_digest(file))
     return data
 
 
@@ -314,10 +325,19 @@ def image_folder(path: str, image_size, grayscale, background: str, skip_bad_fil
     data = _build(splits[0], splits[1] if len(splits) > 1 else None, "classification",
                   checked[0][0].classes, scale=255.0, **common)  # fmt: skip
     data.layout = asdict(lay)
+    data.fingerprint = fingerprint(json.dumps(data.layout), *(
+        f"{f.relative_to(root)}:{p.sha256}" for listing, probes in checked
+        for f, p in zip(listing.files, probes, strict=True)))  # fmt: skip
     return data
 
 
 # --- shared -----------------------------------------------------------------------------------
+
+
+def _digest(split: TensorSplit) -> str:
+    from train import checkpoint
+
+    return checkpoint.digest({"x": split.x, "y": split.y})
 
 
 def split_rows(n: int, val_fraction: float, test_fraction: float, split_seed: int):
@@ -422,7 +442,7 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     cache = Path(root) / name / f"tensors-{part}.pt"
     blob = load_cache(cache)
     if blob is not None:
-        return TensorSplit(blob["x"], blob["y"]), blob["classes"]
+        return TensorSplit(blob["x"], blob["y"]), blob["classes"], blob["sha256"]
     from torchvision import datasets  # lazily: importing torchvision costs seconds
 
     cls = getattr(datasets, name)
@@ -444,8 +464,8 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     x = torch.as_tensor(ds.data)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
     split = TensorSplit(x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long))
-    save_cache(cache, {"x": split.x, "y": split.y, "classes": list(ds.classes)})
-    return split, list(ds.classes)
+    digest = save_cache(cache, {"x": split.x, "y": split.y, "classes": list(ds.classes)})
+    return split, list(ds.classes), digest
 
 
 def load_cache(path: Path) -> dict | None:
@@ -464,18 +484,38 @@ def load_cache(path: Path) -> dict | None:
     if not ok:
         log.warning("the data cache %s is damaged (it does not verify); rebuilding it", path)
         return None
-    return blob
+    return {**blob, "sha256": stored}
 
 
-def save_cache(path: Path, blob: dict) -> None:
-    """Written atomically, with a checksum. Best effort: a read-only data volume just means
-    decoding again next time."""
+def save_cache(path: Path, blob: dict) -> str:
+    """Written atomically, with a checksum, which is returned. Best effort: a read-only data
+    volume just means decoding again next time."""
     from train import checkpoint
 
+    digest = checkpoint.digest(blob)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**blob, "sha256": checkpoint.digest(blob)}, tmp)
+        torch.save({**blob, "sha256": digest}, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError):  # (torch.save reports a full disk as a RuntimeError)
         tmp.unlink(missing_ok=True)
+    return digest
+
+
+def fingerprint(*parts: str) -> str:
+    """One SHA-256 for the data a run trained on, from its parts' checksums (recorded in
+    run.json: train.reproduce says "the data changed" when a re-run's differs)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

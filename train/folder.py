@@ -23,7 +23,7 @@ from train import images
 from train.errors import UserError
 
 log = logging.getLogger("train")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each file's SHA-256
 
 
 @dataclass

@@ -6,8 +6,11 @@ palette, CMYK and other modes become grayscale or RGB. A picture's "channels" ar
 holds no colour (a grayscale mode, or RGB whose three channels are equal), 3 otherwise.
 """
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -23,9 +26,10 @@ class Probe:
     height: int = 0
     width: int = 0
     error: str | None = None
+    sha256: str | None = None  # of the file's bytes: the data's fingerprint
 
 
-def read(path: Path, channels: int | None, background: str) -> np.ndarray:
+def read(path: Path | BinaryIO, channels: int | None, background: str) -> np.ndarray:
     """The file's pixels as uint8 (H, W, C): C = `channels`, or the file's own (None).
     Raises OSError / ValueError (PIL's) for files that do not decode completely."""
     with Image.open(path) as im:
@@ -52,11 +56,12 @@ def _colourless(rgb: np.ndarray) -> bool:
 def probe(path: Path, background: str = "white") -> Probe:
     """Decode `path` fully (a truncated or corrupt file is caught) and say what it holds."""
     try:
-        pixels = read(path, None, background)
+        raw = path.read_bytes()
+        pixels = read(io.BytesIO(raw), None, background)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return Probe(error=f"{type(e).__name__}: {' '.join(str(e).split())}")
     h, w, c = pixels.shape
-    return Probe(channels=c, height=h, width=w)
+    return Probe(channels=c, height=h, width=w, sha256=hashlib.sha256(raw).hexdigest())
 
 
 def _flatten_alpha(im: Image.Image, background: int) -> Image.Image:

@@ -58,6 +58,7 @@ class State:
     stopped_early: bool = False
     skipped: int = 0  # batches skipped for a non-finite loss (trainer.on_nonfinite=skip)
     meter: dict | None = None  # the unfinished epoch's metric sums (mid-epoch stop)
+    history: list[float] = field(default_factory=list)  # the monitored value, epoch by epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -283,6 +284,7 @@ def _limit(s: Settings, state: State) -> bool:
 
 def _watch(value: float, s: Settings, state: State) -> bool:
     """Track the best monitored value and early stopping; True when this one is the best."""
+    state.history.append(value)
     better = state.best is None or (
         value < state.best if s.monitor_mode == "min" else value > state.best
     )

@@ -17,7 +17,8 @@ IMAGE_VARS = {"name": "TRAIN_IMAGE", "torch_index": "TRAIN_TORCH_INDEX",
               "base_image": "TRAIN_BASE_IMAGE", "git_commit": "TRAIN_GIT_COMMIT"}  # fmt: skip
 
 
-def collect(config: dict, overrides: list[str], seed: int, device, deterministic: bool) -> dict:
+def collect(config: dict, overrides: list[str], seed: int, device, deterministic: bool,
+            data_fingerprint: str | None = None) -> dict:  # fmt: skip
     """Everything the record holds, as plain JSON values."""
     import torch
     import torchvision
@@ -30,6 +31,7 @@ def collect(config: dict, overrides: list[str], seed: int, device, deterministic
         "overrides": list(overrides),
         "seed": seed,
         "config": config,
+        "data_fingerprint": data_fingerprint,  # a SHA-256 of what it trained on
         "deterministic": {
             "requested": deterministic,
             "note": "bitwise-reproducible on the CPU; on CUDA only with trainer.deterministic=true"

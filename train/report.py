@@ -29,6 +29,27 @@ def score(model, data: Data, task: Task, device, autocast, splits=("train", "val
     return results, confusion
 
 
+def undertrained(history: list[float], s, state) -> str | None:
+    """A sentence when the run ended at max_epochs while the monitored metric was still
+    clearly improving: a new best in the last two epochs, and more than 2% better than a few
+    epochs before (relative). None otherwise (early stop, max_steps, a plateau)."""
+    if state.stopped_early or state.epoch < s.max_epochs or len(history) < 3:
+        return None
+    span = min(len(history) - 1, max(2, len(history) // 5))
+    before, recent = history[-span - 1], history[-2:]
+    best = min(recent) if s.monitor_mode == "min" else max(recent)
+    if best != (min(history) if s.monitor_mode == "min" else max(history)):
+        return None
+    gain = (before - best) if s.monitor_mode == "min" else (best - before)
+    if not gain > 0.02 * max(abs(before), 1e-12):
+        return None
+    return (
+        f"under-trained: {s.monitor} was still improving when trainer.max_epochs="
+        f"{s.max_epochs} ended ({before:.4g} -> {best:.4g} over the last {span} epochs); "
+        f"more epochs would likely help, e.g. {2 * state.epoch}"
+    )
+
+
 def write_json(path: Path, obj) -> None:
     """Write atomically, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -1,8 +1,11 @@
-"""`python -m train.reproduce <run dir>`: re-run a finished run from its record and say whether
-the final weights and metrics match, bit for bit. Exit 0 on a match; 1 with a short diff.
+"""`python -m train.reproduce <run dir>`: train a finished run again from its records and say
+whether the final weights and metrics match, bit for bit. Exit 0 on a match; 1 with a short
+diff, which says first when the data the run trained on has changed since.
 
-The re-run uses the newest record's overrides (a resumed run is re-run uninterrupted, which
-exact resume makes equivalent) with the seed the run actually used, in a temporary runs dir.
+Every invocation is replayed in order: run.json's overrides (with the seed the run used), then
+each resume's (run-1.json, ...) as a resume of the new run, in a temporary runs dir. The
+records are untrusted input: only plain key=value overrides are replayed (`train.resume`), and
+the re-run is this installation's `train` package, never code found in the run's directory.
 """
 
 import json
@@ -12,40 +15,69 @@ import tempfile
 from pathlib import Path
 
 from train.errors import UserError, run_entrypoint
+from train.resume import checked_overrides
 
-SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=", "hydra.")
+SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=")
 
 
-def newest_record(run: Path) -> dict:
-    records = sorted(run.glob("run*.json"), key=lambda p: (len(p.name), p.name))
-    if not records:
+def records(run: Path) -> list[dict]:
+    """run.json, run-1.json, ... in the order they were written."""
+    paths = sorted(run.glob("run*.json"), key=lambda p: (len(p.name), p.name))
+    if not paths:
         raise UserError(f"{run} has no run.json: give a run directory made by python -m train.")
-    return json.loads(records[-1].read_text())
+    out = []
+    for path in paths:
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path} is not a readable run record ({e}).") from None
+    return out
 
 
 def replay(run: Path, scratch: Path) -> Path:
-    """Train again from `run`'s record into `scratch`; the new run dir."""
-    rec = newest_record(run)
-    data_dir = Path(rec["cwd"]) / rec["config"]["paths"]["data_dir"]
-    args = [o for o in rec["overrides"] if not o.startswith(SKIP)]
-    args += [f"seed={rec['seed']}", f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}",
-             "trainer.progress=lines"]  # fmt: skip
-    cwd = rec["cwd"] if Path(rec["cwd"]).is_dir() else None
-    out = subprocess.run([sys.executable, "-m", "train", *args], cwd=cwd, capture_output=True,
-                         text=True)  # fmt: skip
+    """Train again from `run`'s records into `scratch`; the new run dir."""
+    recs = records(run)
+    first = recs[0]
+    data_dir = Path(first["cwd"]) / first["config"]["paths"]["data_dir"]
+    fixed = [f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}", "trainer.progress=lines"]
+    new = None
+    for n, rec in enumerate(recs):
+        args = [o for o in checked_overrides(rec["overrides"], f"run record {n}")
+                if not o.startswith(SKIP)]  # fmt: skip
+        start = [f"seed={rec['seed']}"] if new is None else [f"resume={new}"]
+        _train([*args, *start, *fixed], rec.get("cwd"))
+        new = new or _the_run(scratch)
+    return new
+
+
+def _train(args: list[str], cwd: str | None) -> None:
+    """`python -P -m train args...`: -P keeps the working directory off sys.path, so the run
+    dir's recorded cwd (relative paths in the overrides) can hold no `train` package of its own
+    that would be imported instead of this one."""
+    where = cwd if cwd is not None and Path(cwd).is_dir() else None
+    out = subprocess.run([sys.executable, "-P", "-m", "train", *args], cwd=where,
+                         capture_output=True, text=True)  # fmt: skip
     if out.returncode != 0:
         raise UserError(f"the re-run failed (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
-    (new,) = {p.parent for p in scratch.rglob("metrics.json")}
+
+
+def _the_run(scratch: Path) -> Path:
+    (new,) = {p.parent.parent for p in scratch.rglob("checkpoints/last.pt")}
     return new
 
 
 def differences(a: Path, b: Path) -> list[str]:
-    """What differs between two runs' final weights (last.pt) and metrics.json; [] if nothing."""
+    """What differs between two runs: the data first, then the final weights (last.pt) and
+    metrics.json; [] if nothing."""
     import torch
 
     from train import checkpoint
 
     diffs = []
+    fa, fb = (records(r)[-1].get("data_fingerprint") for r in (a, b))
+    if fa != fb:
+        diffs.append(f"the data changed: the run trained on data with fingerprint {fa}, the "
+                     f"re-run found {fb}")  # fmt: skip
     wa = checkpoint.load(a / "checkpoints" / "last.pt")["model"]
     wb = checkpoint.load(b / "checkpoints" / "last.pt")["model"]
     for key in sorted(set(wa) | set(wb)):
@@ -86,7 +118,7 @@ def main(argv: list[str]) -> int:
     if not (run / "metrics.json").is_file():
         raise UserError(f"{run} is not a finished run (no metrics.json).")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
-        print(f"re-running {run} ...", flush=True)
+        print(f"re-running {run} ({len(records(run))} invocation(s)) ...", flush=True)
         diffs = differences(run, replay(run, Path(scratch)))
     if not diffs:
         print("match: final weights and metrics are identical")

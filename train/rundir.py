@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from train import distributed
 from train.errors import UserError
+from train.resume import LOOSE, LOOSE_TRAINER  # what may differ between a run and its resume
 
 # Hydra may resolve the same interpolation more than once in a process: answer it the same way.
 _chosen: dict[tuple, str] = {}
@@ -91,21 +92,18 @@ def forget() -> None:
 
 # What resume=auto saw (skipped checkpoints, the choice), logged once logging is set up.
 notes: list[str] = []
-# Config keys that may differ between a run and its continuation.
-_LOOSE = {"resume", "paths", "name", "expect"}
-_LOOSE_TRAINER = {"max_epochs", "max_steps", "progress", "device", "log_every_n_steps"}
 
 
 def _fingerprint_of(root) -> dict:
-    keys = [k for k in root if k not in _LOOSE and k != "hydra"]
+    keys = [k for k in root if k not in LOOSE and k != "hydra"]
     plain = {k: OmegaConf.to_container(root[k], resolve=True, enum_to_str=True)
              if OmegaConf.is_config(root[k]) else root[k] for k in keys}  # fmt: skip
     return _fingerprint(plain)
 
 
 def _fingerprint(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in _LOOSE}
-    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in _LOOSE_TRAINER}
+    out = {k: v for k, v in config.items() if k not in LOOSE}
+    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in LOOSE_TRAINER}
     return out
 
 

@@ -1,0 +1,171 @@
+"""Continuing a run: `resume=<run dir or checkpoint>` rebuilds the run's own config from its
+record (its overrides), applies what the command line adds, and refuses any change that would
+make the continuation something other than that run, before anything is written.
+
+What may change: how long to train, how often to log, checkpoint or print, the device and the
+paths (`LOOSE`). Everything else (model, data, optimizer, seed, ...) must stay as the run's
+checkpoint says, or the resume is refused in one paragraph naming each changed key.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from train.errors import UserError
+
+# Top-level keys, and trainer keys, a continuation may change.
+LOOSE = {"resume", "paths", "name", "expect"}
+LOOSE_TRAINER = {"max_epochs", "max_steps", "progress", "device", "log_every_n_steps",
+                 "patience", "num_sample_images", "score_train", "checkpoint_every_s",
+                 "print_every_s"}  # fmt: skip
+# An override a record may hold: a plain key (no Hydra keys, no +/~, no _target_) and a value
+# with no interpolation. Anything else in a run dir is refused, not composed.
+SAFE_OVERRIDE = re.compile(r"(?!hydra[./])[A-Za-z][\w\-]*(\.[\w\-]+)*=(?!.*\$\{).*", re.S)
+BUILD_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+# Hydra's flags that take a value: their value is not an override.
+FLAGS_WITH_VALUES = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp",
+                     "--config-name", "-cn", "--config-dir", "-cd"}  # fmt: skip
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides, apart."""
+    flags, overrides, take = [], [], False
+    for a in argv:
+        if take or a.startswith("-"):
+            flags.append(a)
+            take = not take and a in FLAGS_WITH_VALUES
+        else:
+            overrides.append(a)
+    return flags, overrides
+
+
+def rebuild(flags: list[str], given: list[str], where: str, compose) -> list[str]:
+    """The arguments that continue the run at `where`: its recorded overrides, then `given`.
+    Refused, naming each key, when they would change the run (see the module's docstring)."""
+    from train import checkpoint, config, rundir
+
+    run, path = rundir.resumed_run_dir(where), rundir.resume_checkpoint(where)
+    blob = checkpoint.load(path)
+    stored, choices = blob["config"], blob.get("choices") or {}
+    swapped = [f"{group}: {choices[group]!r} -> {value!r}" for group, value in
+               (o.split("=", 1) for o in given if "=" in o)
+               if group in choices and str(choices[group]) != value]  # fmt: skip
+    if swapped:  # another model, data set, optimizer...: refused before composing
+        raise refusal(run, swapped)
+    args = merged(recorded_overrides(run), given)
+    composed = compose(args)
+    if unknown := config.unknown_keys(composed):
+        raise UserError(f"no such config key: {', '.join(unknown)}. Nothing in {run} was touched.")
+    if found := changes(stored, composed):
+        raise refusal(run, found)
+    return [*flags, *args]
+
+
+def resume_value(overrides: list[str]) -> str | None:
+    """The command line's resume= value (the last one), or None."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
+    return values[-1] if values else None
+
+
+def recorded_overrides(run: Path) -> list[str]:
+    """The overrides of every invocation of `run`, oldest first (run.json, run-1.json, ...),
+    checked: a record that holds anything but plain key=value overrides is refused."""
+    records = sorted(run.glob("run*.json"), key=lambda p: (len(p.name), p.name))
+    if not records:
+        raise UserError(
+            f"{run} has no run.json, so its config cannot be rebuilt; give a run directory made "
+            "by python -m train (or resume=auto with the run's own overrides)."
+        )
+    out = []
+    for path in records:
+        try:
+            overrides = json.loads(path.read_text())["overrides"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is not a readable run record ({e}).") from None
+        out += checked_overrides(overrides, path)
+    return out
+
+
+def checked_overrides(overrides, where) -> list[str]:
+    """A record's overrides, each a plain key=value; anything else refused, naming it."""
+    if not isinstance(overrides, list):
+        raise UserError(f"{where}: its overrides are not a list; refusing to rebuild from it.")
+    for o in overrides:
+        if not isinstance(o, str) or not SAFE_OVERRIDE.fullmatch(o) or \
+                any(k in o.split("=", 1)[0] for k in BUILD_KEYS):  # fmt: skip
+            raise UserError(
+                f"{where} holds the override {o!r}, which is not a plain key=value (Hydra keys, "
+                "+/~, _target_ and ${...} interpolations are refused in a record): the run dir "
+                "may have been tampered with; refusing to rebuild from it."
+            )
+    return list(overrides)
+
+
+# How long to train, as one decision: the command line giving either replaces both recorded.
+HOW_LONG = ("trainer.max_epochs", "trainer.max_steps")
+
+
+def merged(recorded: list[str], given: list[str]) -> list[str]:
+    """Overrides by key, the command line's last; the resume= of the record dropped, and the
+    recorded epoch and step limits when the command line says how long to train."""
+    keys = {o.split("=", 1)[0] for o in given}
+    drop = ("resume", *HOW_LONG) if keys & set(HOW_LONG) else ("resume",)
+    by_key: dict[str, str] = {}
+    for o in [*(r for r in recorded if r.split("=", 1)[0] not in drop), *given]:
+        by_key.pop(o.split("=", 1)[0], None)  # (re-inserted: keeps the newest order)
+        by_key[o.split("=", 1)[0]] = o
+    return list(by_key.values())
+
+
+def changes(stored: dict, composed) -> list[str]:
+    """Where the composed config differs from the run's checkpoint, outside the loose keys.
+    Values that follow the paths (e.g. data.root: ${paths.data_dir}) go with the paths."""
+    from omegaconf import OmegaConf
+
+    now = {}
+    for key in composed:
+        if key in LOOSE:
+            continue
+        node = composed[key]
+        now[key] = OmegaConf.to_container(node, resolve=True, enum_to_str=True) \
+            if OmegaConf.is_config(node) else node  # fmt: skip
+    follows_paths = _paths_interpolations(composed)
+    out: list[tuple[str, object, object]] = []
+    for key in sorted(set(now) | {k for k in stored if k not in LOOSE}):
+        _diff(key, stored.get(key, "<absent>"), now.get(key, "<absent>"), follows_paths, out)
+    swapped = {k.rsplit(".", 1)[0] for k, _, _ in out if k.endswith("._target_")}
+    return [f"{k.rsplit('.', 1)[0] if k.endswith('._target_') else k}: {was!r} -> {now!r}"
+            for k, was, now in out if k.endswith("._target_")
+            or not any(k.startswith(f"{group}.") for group in swapped)]  # fmt: skip
+
+
+def _diff(key: str, was, now, skip: set[str], out: list) -> None:
+    if key in skip or key.startswith("trainer.") and key.split(".", 1)[1] in LOOSE_TRAINER:
+        return
+    if key == "seed" and now is None:  # seed=null: the run's drawn seed goes on
+        return
+    if isinstance(was, dict) and isinstance(now, dict):
+        for k in sorted(set(was) | set(now)):
+            _diff(f"{key}.{k}", was.get(k, "<absent>"), now.get(k, "<absent>"), skip, out)
+    elif was != now:
+        out.append((key, was, now))
+
+
+def _paths_interpolations(cfg) -> set[str]:
+    """Keys whose value is an interpolation of a path (${paths....}, ${oc.env:...})."""
+    from train.config import nodes
+
+    return {key for key, node in nodes(cfg) if node._is_interpolation()
+            and ("paths." in str(node._value()) or "oc.env" in str(node._value()))}  # fmt: skip
+
+
+def refusal(run: Path, found: list[str]) -> UserError:
+    shown = "; ".join(found[:20]) + (f"; and {len(found) - 20} more" if len(found) > 20 else "")
+    return UserError(
+        f"resume={run} would change what the run is, not only how long it trains: {shown}. A "
+        "resume may change how long to train (trainer.max_epochs, max_steps, patience), logging, "
+        "the device and paths; anything else is a new run: start one (drop resume=). Nothing "
+        "in the run dir was touched."
+    )
