@@ -14,7 +14,7 @@ export UV_COMPILE_BYTECODE := 1
 COMPOSE := docker compose
 
 .PHONY: volumes
-.PHONY: help venv test test-docker lint lock build train train-ddp shell evaluate data doctor \
+.PHONY: help venv test test-slow test-docker lint lock build train train-ddp shell evaluate data doctor \
         tensorboard train-local tensorboard-local base-image bench bench-data predict export
 
 help: ## List the targets
@@ -83,6 +83,9 @@ tensorboard-local: venv ## Serve ./runs natively at http://127.0.0.1:6006
 
 test: venv ## Run the test suite (everything but the docker, slow and gpu tiers)
 	$(RUN) pytest $(PYTEST_ARGS)
+
+test-slow: venv ## The slow tier: torchrun with the defaults, the 30-kill loop, ... (CI runs it)
+	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
 test-docker: venv ## Build and run the images on a real Docker engine (docker tier)
 	$(RUN) pytest -m docker $(PYTEST_ARGS)
