@@ -37,7 +37,7 @@ train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=d
 	$(COMPOSE) run --rm train $(ARGS)
 
 train-ddp: .env volumes ## Train on NPROC processes with torchrun (DDP): make train-ddp NPROC=2 ARGS="model=cnn"
-	$(COMPOSE) run --rm train torchrun --standalone --nproc_per_node=$(NPROC) -m train $(ARGS)
+	$(COMPOSE) run --rm train python -m train.launch --standalone --nproc_per_node=$(NPROC) -m train $(ARGS)
 
 evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
 	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from train import checkpoint, rundir
 from train.errors import UserError
+from train.task import Task
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_EPOCHS = ["data=synthetic", "data.num_samples=1500", "model=cnn", "model.channels=[8,16]",
@@ -118,13 +119,17 @@ def saved(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "flip_tail"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "flip_tail", "flip_pickle"])
 def test_damaged_checkpoints_are_named_corrupt_in_one_line(saved, damage):
+    """A flipped byte in the pickled part was refused as "could run code" before: the
+    archive's CRCs are checked first now."""
     raw = bytearray(saved.read_bytes())
     if damage == "truncate":
         raw = raw[: len(raw) // 3]
     elif damage == "empty":
         raw = bytearray()
+    elif damage == "flip_pickle":
+        raw[raw.index(b"model") + 2] ^= 0x04  # inside data.pkl: a key's bytes
     else:
         raw[len(raw) // 2 if damage == "flip" else len(raw) - 30] ^= 0x04
     saved.write_bytes(bytes(raw))
@@ -141,19 +146,20 @@ def test_a_full_disk_at_save_names_the_path_and_keeps_the_previous_checkpoint(
 
     def save_until_the_disk_fills(obj, f, *args, **kwargs):
         calls.append(getattr(f, "name", ""))
-        checkpoints = [c for c in calls if ".pt.tmp-" in str(c)]
-        if len(checkpoints) > 2:  # epoch 1 saved last.pt and best.pt; then the disk is full
+        checkpoints = [c for c in calls if "/checkpoints/" in str(c)]
+        if len(checkpoints) > 2:  # epoch 1 saved best.pt and last.pt; then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", save_until_the_disk_fills)
     with pytest.raises(UserError) as e:
-        train_run("data=digits", "trainer.max_epochs=3")
-    assert "No space left on device" in e.value.message and "last.pt" in e.value.message
+        train_run("data=digits", "trainer.max_epochs=3", "optim.lr=0.01")
+    assert "No space left on device" in e.value.message and "MB free there" in e.value.message
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
-    (last,) = Path(e.value.message.split("checkpoint ")[1].split(":")[0]).parent.glob("last.pt")
-    assert checkpoint.load(last)["state"]["epoch"] == 1
-    assert not list(last.parent.glob(".*tmp*")), "a temporary file was left behind"
+    failed = Path(e.value.message.split("checkpoint ")[1].split(":")[0])
+    assert failed.name in ("best.pt", "last.pt")
+    assert checkpoint.load(failed.parent / "last.pt")["state"]["epoch"] == 1
+    assert not list(failed.parent.glob(".*tmp*")), "a temporary file was left behind"
 
 
 def test_a_nonfinite_loss_stops_at_its_step_keeping_the_last_good_checkpoint(train_run, tmp_path):
@@ -168,9 +174,30 @@ def test_a_nonfinite_loss_stops_at_its_step_keeping_the_last_good_checkpoint(tra
 
 
 def test_nonfinite_batches_can_be_skipped_and_counted(train_run):
-    run = train_run("experiment=multivariable_regression", "optim.lr=0.01",
-                    "trainer.max_epochs=20", "trainer.on_nonfinite=skip")  # fmt: skip
-    assert json.loads((run / "metrics.json").read_text())["skipped_nonfinite"] == 13
+    """An occasional bad batch is skipped and counted; the rest train."""
+    real = Task.loss
+    bad = {5, 17, 33}  # three of digits' 40 batches an epoch, as the steps come
+
+    def loss(self, out, y, reduction="mean"):
+        value = real(self, out, y, reduction)
+        loss.calls += 1
+        return value * float("nan") if loss.calls in bad and out.requires_grad else value
+
+    loss.calls = 0
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Task, "loss", loss)
+        run = train_run("data=digits", "trainer.max_epochs=2", "trainer.on_nonfinite=skip")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped_nonfinite"] == 3 and metrics["steps"] == 80 - 3
+
+
+def test_skipping_most_of_an_epoch_stops_instead_of_finishing_at_chance(train_run):
+    """Full-batch regression that diverges: every later batch is NaN. Skipping them all
+    finished with exit 0 before (13 of 20 epochs skipped)."""
+    with pytest.raises(UserError) as e:
+        train_run("experiment=multivariable_regression", "optim.lr=0.01",
+                  "trainer.max_epochs=20", "trainer.on_nonfinite=skip")  # fmt: skip
+    assert e.value.code == 3 and "skipped 1 of 1 batches in epoch 8" in e.value.message
 
 
 # Values outside each numeric field's range: every one must stop the run before it starts.

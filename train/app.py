@@ -11,10 +11,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from train import config, distributed, rundir
+from train import config, distributed, rundir, signals, targets
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -33,9 +32,12 @@ def main() -> None:
         from torch.distributed.elastic.multiprocessing.errors import record
 
         entry = record(entry)
+    signals.until_training()  # a signal before the loop starts: 143/130, the run dir removed
     try:
         run_entrypoint(entry, on_error=rundir.discard_unstarted)
     finally:
+        for thread in _background:  # an import still running at exit aborts the interpreter
+            thread.join()
         distributed.finish()
 
 
@@ -95,6 +97,17 @@ def train(
     cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], job: int | None = None
 ) -> float | None:
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
+    The run dir's lock is let go at the end (see `_train`)."""
+    try:
+        return _train(cfg, run_dir, choices, overrides, job)
+    finally:
+        rundir.release()
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], job: int | None = None
+) -> float | None:
+    """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
 
     `choices` are the config groups' chosen options, `overrides` the command line's (recorded),
     `job` a sweep job's number (it spreads parallel jobs over the GPUs). Under torchrun, every
@@ -111,6 +124,8 @@ def train(
     ranks = distributed.ranks()
     if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
         logging.getLogger().setLevel(logging.WARNING)
+    if ranks.main:
+        rundir.lock(run_dir)  # (a sweep's job dir; a plain run's is locked since its creation)
     for note in rundir.notes:  # what resume=auto looked at
         log.info("%s", note)
     source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
@@ -137,15 +152,16 @@ def train(
         log.warning("warning: %s", warning)
 
     with distributed.main_first():  # downloads and caches: written once, by rank 0
-        data = instantiate(cfg.data)
+        data = targets.instantiate("data", cfg.data)
     task = Task.of(data)
     settings = _settings(cfg.trainer, task, quiet=not ranks.main)
-    model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
+    model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
+                                num_outputs=data.num_outputs)  # fmt: skip
     models.check_fits(model, data.task, data.num_classes)
     memory_format = _memory_format(cfg.trainer, model)
     model.to(device, memory_format=memory_format)
     optimizer = _optimizer(cfg.optim, model)
-    scheduler = instantiate(cfg.sched)(optimizer) if cfg.sched is not None else None
+    scheduler = None if cfg.sched is None else targets.instantiate("sched", cfg.sched)(optimizer)
 
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["seed"] = seed
@@ -189,9 +205,10 @@ def train(
                 autocast=autocast, writer=writer, stop=stop, timing=timing, save=save,
                 evaluator=model if ranks.many else forward,
             )  # fmt: skip
+            interrupted = bool(stop)  # (a signal after this lets the scoring below finish)
             if not ranks.main and not stop:  # rank 0 scores the result alone
                 return None
-            if not stop:  # (a signal during the scoring below lets it finish: seconds)
+            if not stop:
                 results = _score_and_report(
                     model, data, task, device, autocast, saver, state, writer, run_dir, config,
                     choices, cfg.trainer, timing.to_dict(device),
@@ -199,9 +216,13 @@ def train(
     finally:
         writer.close()
     if stop:
-        if ranks.main:
+        if ranks.main and interrupted:
             print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
                   f"resume={run_dir} continues the run", flush=True)  # fmt: skip
+        elif ranks.main:  # training had finished: nothing to resume
+            print(f"stopped by {stop.name} after training finished (step {state.step}); its "
+                  f"checkpoints and metrics.json are complete; python -m train.evaluate "
+                  f"run={run_dir} scores it again", flush=True)  # fmt: skip
         sys.exit(stop.exit_code)
     _log_results(results, goals)
     advice = report.undertrained(state.history, settings, state)
@@ -222,8 +243,12 @@ def _score_and_report(
     best = saver.path("best")
     if best.exists():
         checkpoint.load_model(model, checkpoint.load(best)["model"], best)
-    else:  # stopped (max_steps) before the first epoch ended
+    elif state.epoch == 0:  # stopped (max_steps) before the first epoch ended
         log.info("no epoch finished, so no best.pt: scoring the current weights")
+    else:  # every epoch's monitored value was NaN: none was ever the best
+        log.warning("no best.pt: %s was not finite at any of the %d epoch(s) (%s); scoring "
+                    "the last weights", cfg_trainer.monitor, state.epoch,
+                    ", ".join(f"{v:.4g}" for v in state.history[-5:]))  # fmt: skip
     score_train = cfg_trainer.score_train or data.val is None  # (train is then the monitored)
     splits = ("train", "val", "test") if score_train else ("val", "test")
     results, confusion = report.score(model, data, task, device, autocast, splits)
@@ -278,13 +303,18 @@ def _expectation(key: str, goal) -> tuple[str, str, float]:
     return key, parts[0], target
 
 
+_background: list = []  # import threads, joined before the process exits
+
+
 def _import_in_background(name: str) -> None:
     """Import `name` on a thread while data loads: torch ops release the GIL, so the two
     overlap. The first use waits on Python's import lock until it is done."""
     import importlib
     import threading
 
-    threading.Thread(target=importlib.import_module, args=(name,), daemon=True).start()
+    thread = threading.Thread(target=importlib.import_module, args=(name,), daemon=True)
+    thread.start()
+    _background.append(thread)
 
 
 def _describe(model, data, run_dir: Path, writer) -> None:
@@ -430,7 +460,7 @@ def _seed(seed: int) -> None:
 
 def _optimizer(cfg_optim: DictConfig, model):
     try:
-        return instantiate(cfg_optim)(model.parameters())
+        return targets.instantiate("optim", cfg_optim)(model.parameters())
     except ValueError as e:  # torch's own range checks: "Invalid learning rate: -1.0", ...
         raise UserError(f"optim: {e} (check the optim.* values).") from None
 

@@ -1,6 +1,8 @@
 """TensorBoard output: scalars, the hparams entry, and the two pictures (samples, confusion)."""
 
 import math
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -9,19 +11,43 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
+from train.errors import UserError
+
 
 def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
     """A writer for the run dir; on resume, events logged after the checkpoint's step (by the
-    interrupted run) are purged, so curves continue without duplicated steps."""
-    if resume_step is None:
-        return SummaryWriter(str(run_dir))
-    # TensorBoard reads a run's files in name order, and names start with the second they were
-    # opened: a resume within the same second as an earlier file could sort before it.
-    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")]
-    wait = max(seconds, default=0) + 1 - time.time()
-    if wait > 0:
-        time.sleep(wait)
-    return SummaryWriter(str(run_dir), purge_step=resume_step + 1)
+    interrupted run) are purged, so curves continue without duplicated steps. A disk too full
+    to take the event file is one paragraph (exit 2), not two threads' tracebacks."""
+    purge = {}
+    if resume_step is not None:
+        # TensorBoard reads a run's files in name order, and names start with the second they
+        # were opened: a resume within the same second as an earlier file could sort before it.
+        seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")]
+        wait = max(seconds, default=0) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        purge = {"purge_step": resume_step + 1}
+    quiet = threading.excepthook
+    threading.excepthook = _writer_errors_said_once
+    try:
+        return SummaryWriter(str(run_dir), **purge)
+    except OSError as e:
+        import shutil
+
+        free = shutil.disk_usage(run_dir).free / 2**20
+        raise UserError(
+            f"cannot write TensorBoard's event file in {run_dir}: {e.strerror or e} ({free:,.0f} "
+            "MB free there). Free some space (or choose paths.runs_dir on another disk) and run "
+            "again."
+        ) from None
+    finally:
+        threading.excepthook = quiet
+
+
+def _writer_errors_said_once(args) -> None:
+    """The event writer's thread hits the same OSError the constructor reports: not twice."""
+    if not isinstance(args.exc_value, OSError):
+        sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
 
 
 class NoWriter:

@@ -19,22 +19,30 @@ from torch import nn
 from train.errors import UserError
 
 
+def temp_name(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: `.<name>.tmp-<pid>`, so a
+    later run can tell a dead writer's leftovers (`clean_stale`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def save(path: Path, payload: dict) -> None:
     """Write `payload` to `path` so that `path` is always either the old or the new file."""
     payload = {**payload, "sha256": digest(payload)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
         raise UserError(
-            f"could not write checkpoint {path}: {e.strerror or e}. The previous checkpoint, if "
-            "any, is untouched; free some space or fix the permissions and resume."
+            f"could not write checkpoint {path}: {why} ({_free(path.parent)} free there). The "
+            "previous checkpoint, if any, is untouched and the partial file was removed; free "
+            "some space or fix the permissions, then resume."
         ) from None
     fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -43,8 +51,60 @@ def save(path: Path, payload: dict) -> None:
         os.close(fd)
 
 
+def _free(directory: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**20:,.0f} MB"
+    except OSError:
+        return "unknown space"
+
+
+def clean_stale(directory: Path, locked: bool = True) -> None:
+    """Remove temporary files that writers killed mid-save left in `directory`: every
+    `.*.tmp-<pid>` but this process's where the caller holds the directory's lock (a run dir),
+    else only those whose writer no longer runs (a shared data dir)."""
+    import logging
+
+    mine = f".tmp-{os.getpid()}"
+    stale = [p for p in directory.glob(".*.tmp-*") if not p.name.endswith(mine)
+             and (locked or not _alive(p.name.rsplit("-", 1)[1]))]  # fmt: skip
+    freed = 0
+    for p in stale:
+        try:
+            freed += p.stat().st_size
+            p.unlink()
+        except OSError:
+            continue
+    if stale:
+        logging.getLogger("train").info("removed %d temporary file(s) of interrupted saves "
+                                        "(%.1f MB) from %s", len(stale), freed / 2**20,
+                                        directory)  # fmt: skip
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def load(path: Path) -> dict:
-    """Read a checkpoint safely onto the CPU; a damaged file is a one-line error naming it."""
+    """Read a checkpoint safely onto the CPU; a damaged file is a one-line error naming it.
+    The archive's CRCs are checked before anything is unpickled: a flipped byte anywhere is
+    "corrupt", never an unpickling error."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist.") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({e}).") from None
+    if bad is not None:
+        raise UserError(f"checkpoint {path} is corrupt: its part {bad} fails its CRC check.")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -121,6 +181,12 @@ def load_model(model: nn.Module, state: dict, source: Path) -> None:
     model.load_state_dict(state)
 
 
+def _non_finite(model: nn.Module) -> list[str]:
+    """The state entries (weights, buffers) holding NaN or inf: one check each, at save time."""
+    return [k for k, v in model.state_dict().items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
+
+
 def rng_state() -> dict:
     """Every random generator training touches, in a form `weights_only` loading accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
@@ -155,6 +221,16 @@ class Saver:
         return self.dir / f"{name}.pt"
 
     def save(self, name: str, model, optimizer, scheduler, scaler, state) -> None:
+        """Write `<name>.pt`; refused (exit 3, nothing written) when the weights are not all
+        finite: the last good checkpoint stays the last good one."""
+        if bad := _non_finite(model):
+            raise UserError(
+                f"the weights became non-finite by step {state.step} (epoch {state.epoch}): "
+                f"{', '.join(bad[:5])} hold NaN or inf, though every loss was finite, so an "
+                f"update itself overflowed. checkpoints/{name}.pt was not written and keeps the "
+                "last good weights. Lower optim.lr, or set trainer.grad_clip.",
+                code=3,
+            )
         save(
             self.path(name),
             {

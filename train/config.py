@@ -312,6 +312,7 @@ class EvaluateConfig:
     split: str = "test"  # train | val | test
     device: str = "auto"
     batch_size: int | None = None  # null: the run's data.eval_batch_size
+    out: str | None = None  # null: <run>/evaluation-<split>.json; a file (e.g. a read-only run)
 
 
 def register_evaluate() -> None:
@@ -335,6 +336,7 @@ class ExportConfig:
     run: str = MISSING  # the run directory whose model is exported
     format: str = "onnx"  # onnx | torchscript
     checkpoint: str = "best"  # best | last
+    out: str | None = None  # null: beside the checkpoint; a file (e.g. a read-only run)
 
 
 def register_export() -> None:

@@ -493,9 +493,10 @@ def save_cache(path: Path, blob: dict) -> str:
     from train import checkpoint
 
     digest = checkpoint.digest(blob)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = checkpoint.temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.clean_stale(path.parent, locked=False)
         torch.save({**blob, "sha256": digest}, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError):  # (torch.save reports a full disk as a RuntimeError)

@@ -26,17 +26,17 @@ def main() -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size)
+    out = Path(cfg.out) if cfg.out is not None else None
+    evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size, out)
 
 
-def evaluate_run(
-    run: Path, which: str, split: str, device_name: str, batch_size: int | None = None
-) -> dict:
-    """Score `run`'s `which` checkpoint on `split`; returns what it saves."""
+def evaluate_run(run: Path, which: str, split: str, device_name: str,
+                 batch_size: int | None = None, out: Path | None = None) -> dict:  # fmt: skip
+    """Score `run`'s `which` checkpoint on `split`; returns what it saves (in `out`, or the
+    run dir's evaluation-<split>.json)."""
     import torch
-    from hydra.utils import instantiate
 
-    from train import report
+    from train import report, targets
     from train.device import choose
     from train.trained import load
 
@@ -45,10 +45,14 @@ def evaluate_run(
             f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
             "checkpoint best or last."
         )
+    if out is not None and out.exists():
+        raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
+    report.writable(out.parent if out is not None else run, "the evaluation",
+                    "give out=<file.json> somewhere writable.")  # fmt: skip
     trained = load(run, which)
     path, meta = trained.path, trained.meta
     device, why = choose(device_name)
-    data = instantiate(trained.config["data"])
+    data = targets.call("data", trained.config["data"])
     # Score with the normalisation the model was trained with, whatever the data looks like now.
     data.mean, data.std = torch.tensor(meta.mean), torch.tensor(meta.std)
     if batch_size is not None:
@@ -59,7 +63,7 @@ def evaluate_run(
     model = trained.model.to(device)
     results, confusion = report.score(model, data, trained.task, device, nullcontext,
                                       splits=(split,))  # fmt: skip
-    out = {
+    saved = {
         "run": str(run),
         "checkpoint": str(path),
         "split": split,
@@ -75,16 +79,16 @@ def evaluate_run(
         " ".join(f"{k} {v:.4g}" for k, v in results[split].items()),
     )
     if confusion is not None:
-        out["confusion_matrix"] = confusion.tolist()
+        saved["confusion_matrix"] = confusion.tolist()
         log.info(
             "confusion matrix (rows true, columns predicted; classes %s):\n%s",
             meta.class_names,
             "\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion.tolist()),
         )
-    dest = report.unused_path(run / f"evaluation-{split}.json")
-    report.write_json(dest, out)
+    dest = out if out is not None else report.unused_path(run / f"evaluation-{split}.json")
+    report.write_json(dest, saved)
     log.info("saved %s", dest)
-    return out
+    return saved
 
 
 if __name__ == "__main__":

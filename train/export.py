@@ -31,20 +31,27 @@ def main() -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    export_run(Path(cfg.run), cfg.format, cfg.checkpoint)
+    out = Path(cfg.out) if cfg.out is not None else None
+    export_run(Path(cfg.run), cfg.format, cfg.checkpoint, out)
 
 
-def export_run(run: Path, fmt: str, which: str = "best") -> Path:
-    """Export `run`'s model as `fmt`, check parity, and return the file written."""
+def export_run(run: Path, fmt: str, which: str = "best", out: Path | None = None) -> Path:
+    """Export `run`'s model as `fmt` (to `out`, or beside its checkpoint), check parity, and
+    return the file written."""
     from train import report
+    from train.checkpoint import temp_name
     from train.trained import load
 
     if fmt not in FORMATS:
         raise UserError(f"format={fmt} is not supported; use one of {list(FORMATS)}.")
+    if out is not None and out.exists():
+        raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
+    report.writable(out.parent if out is not None else run / "checkpoints", "the exported model",
+                    f"give out=<file{Path(FORMATS[fmt]).suffix}> somewhere writable.")  # fmt: skip
     trained = load(run, which)
     x = _held_out(trained)
-    target = report.unused_path(trained.path.parent / FORMATS[fmt])
-    tmp = target.with_name(f".{target.name}.tmp")
+    target = out if out is not None else report.unused_path(trained.path.parent / FORMATS[fmt])
+    tmp = temp_name(target)
     try:
         (_onnx if fmt == "onnx" else _torchscript)(trained, x, tmp)
         got = (_run_onnx if fmt == "onnx" else _run_torchscript)(tmp, x)
@@ -90,12 +97,12 @@ def _held_out(trained):
     """Normalised inputs from the run's test split (else val, else train): the data is rebuilt
     from the recorded config; where it cannot be (moved, not downloaded), random inputs."""
     import torch
-    from hydra.utils import instantiate
 
+    from train import targets
     from train.data import TensorSplit
 
     try:
-        data = instantiate(trained.config["data"])
+        data = targets.call("data", trained.config["data"])
         split = next(s for s in (data.test, data.val, data.train) if s is not None)
         raw = split.x[:HELD_OUT] if isinstance(split, TensorSplit) else torch.stack(
             [split.dataset[i][0] for i in range(min(HELD_OUT, len(split)))])  # fmt: skip

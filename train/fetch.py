@@ -8,16 +8,15 @@ from train.errors import run_entrypoint
 
 def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
-    from train import config
+    from train import config, targets
     from train.app import CONF_DIR
 
     config.register()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=argv)
     extra = {"download": True} if "download" in cfg.data else {}
-    data = instantiate(cfg.data, **extra)
+    data = targets.instantiate("data", cfg.data, **extra)
     sizes = ", ".join(
         f"{n} {len(s)}" for n in ("train", "val", "test") if (s := getattr(data, n)) is not None
     )

@@ -212,7 +212,7 @@ def fit(
         return halt()
 
     while state.epoch < s.max_epochs and not state.stopped_early and not halt_between_steps():
-        start = state.batch_in_epoch
+        start, skipped_before = state.batch_in_epoch, state.skipped
         clock = [time.perf_counter(), 0]  # when this epoch's timing began, samples before it
         meter = task.meter(train.device)
         if state.meter is not None and ranks.main:  # (saved summed over ranks)
@@ -249,6 +249,7 @@ def fit(
                 code=EXIT_NONFINITE,
             ) from None
         state.batch_in_epoch = start + done
+        _check_skipping(state.skipped - skipped_before, done, state)
         samples = (meter.n - clock[1]) * ranks.world  # (every rank trains equal shards)
         meter.all_reduce()
         if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
@@ -266,16 +267,34 @@ def fit(
             checked = evaluate(evaluator, val, task, autocast)
             checked.all_reduce()  # (each rank scored its part of the split)
             results["val"] = checked.compute()
+            if not math.isfinite(results["val"]["loss"]):
+                log.warning("epoch %d: the validation loss is %s (the model's outputs overflow "
+                            "on some validation examples)", state.epoch,
+                            results["val"]["loss"])  # fmt: skip
         val_s = time.perf_counter() - val_start
         improved = _watch(results[monitor_split][s.monitor], s, state)
-        save("last", state)
-        if improved:
-            save("best", state)
-        seconds = time.perf_counter() - clock[0]  # training, validation and checkpoints
+        seconds = time.perf_counter() - clock[0]  # training and validation
         timing.epochs.append({"epoch": state.epoch, "samples": samples,
                               "seconds": seconds, "val_seconds": val_s})  # fmt: skip
+        # Logged and flushed before the checkpoints: a kill after a save never loses the
+        # epoch's scalars (a kill before it replays the epoch, and the resume purges them).
         _report(writer, results, optimizer, state, s, timing.epochs[-1])
+        if improved:  # best first: a kill between the two leaves last.pt one epoch behind, and
+            save("best", state)  # the resumed run replays that epoch to the same best.pt
+        save("last", state)
     return state
+
+
+def _check_skipping(skipped: int, batches: int, state: State) -> None:
+    """trainer.on_nonfinite=skip that skips most of an epoch is not training: stop, saying so,
+    rather than finish at chance level with exit 0."""
+    if batches and skipped * 2 > batches:
+        raise UserError(
+            f"trainer.on_nonfinite=skip skipped {skipped} of {batches} batches in epoch "
+            f"{state.epoch + 1} for a NaN or infinite loss: the run is not learning. Lower "
+            "optim.lr or set trainer.grad_clip; checkpoints/last.pt keeps the last saved epoch.",
+            code=EXIT_NONFINITE,
+        )
 
 
 def _limit(s: Settings, state: State) -> bool:
@@ -288,7 +307,7 @@ def _watch(value: float, s: Settings, state: State) -> bool:
     better = state.best is None or (
         value < state.best if s.monitor_mode == "min" else value > state.best
     )
-    if better and not math.isnan(value):
+    if better and math.isfinite(value):  # (a NaN or inf never becomes the best)
         state.best, state.best_step, state.bad_epochs = value, state.step, 0
         return True
     state.bad_epochs += 1

@@ -36,10 +36,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = None) -> list:
     """Predict on `inputs` with `run`'s model; the (source, prediction, probability) rows."""
+    from train import report
+    from train.checkpoint import temp_name
     from train.trained import load
 
     if out is not None and out.exists():
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
+    if out is not None:
+        report.writable(out.parent, f"out={out}", "give out= a file somewhere writable.")
     trained = load(run, which)
     wanted = "csv" if not trained.is_image else "image"
     files = _expand(inputs, wanted)
@@ -67,7 +71,7 @@ def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = 
     for src, pred, p in rows:
         print(f"{src}\t{pred}" + (f"\t{p:.4f}" if p is not None else ""))
     if out is not None:
-        tmp = out.with_name(f".{out.name}.tmp")
+        tmp = temp_name(out)
         with tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["input", "prediction", "probability"])

@@ -52,9 +52,21 @@ def undertrained(history: list[float], s, state) -> str | None:
 
 def write_json(path: Path, obj) -> None:
     """Write atomically, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    from train.checkpoint import temp_name
+
+    tmp = temp_name(path)
     tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
     os.replace(tmp, path)
+
+
+def writable(directory: Path, what: str, fix: str) -> None:
+    """Refuse, before any work, to save `what` into a directory this process cannot write."""
+    from train.errors import UserError
+
+    if not os.access(directory, os.W_OK):
+        why = "a read-only file system or no permission" if directory.is_dir() else "missing"
+        raise UserError(f"{directory} is not writable ({why}), so {what} cannot be saved there; "
+                        f"{fix}")  # fmt: skip
 
 
 def unused_path(path: Path) -> Path:

@@ -30,17 +30,33 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("train.run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("train.config_subdir", config_subdir, replace=True)
     OmegaConf.register_new_resolver("train.log_file", log_file, replace=True)
+    # Cached in the config, which Hydra copies into every job's (joblib's processes included):
+    # a sweep claims one directory, once.
+    OmegaConf.register_new_resolver("train.sweep_dir", sweep_dir, replace=True, use_cache=True)
 
 
 def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
-    """The run's directory: the resumed run's, or a new `<runs_dir>/<name>/<timestamp>`."""
+    """The run's directory: the resumed run's, or a new `<runs_dir>/<name>/<timestamp>`;
+    locked by this process (rank 0 under torchrun) for as long as it trains there."""
     key = ("run_dir", runs_dir, name, resume)
     if key not in _chosen:
         source = resume_source(runs_dir, name, resume, _root_)
         if source is not None:
-            _chosen[key] = str(resumed_run_dir(str(source)))
+            run = resumed_run_dir(str(source))
+            if distributed.ranks().main:
+                lock(run)
+            _chosen[key] = str(run)
         else:
             _chosen[key] = distributed.agreed(lambda: str(_fresh(Path(runs_dir) / name)))
+    return _chosen[key]
+
+
+def sweep_dir(runs_dir: str) -> str:
+    """A new `<runs_dir>/multirun/<timestamp>` for a sweep, claimed with an atomic mkdir: two
+    sweeps started in the same second get two directories, never one shared."""
+    key = ("sweep_dir", runs_dir)
+    if key not in _chosen:
+        _chosen[key] = str(_claim(Path(runs_dir) / "multirun"))
     return _chosen[key]
 
 
@@ -165,6 +181,56 @@ def resume_checkpoint(resume: str) -> Path:
     return path
 
 
+# Run dirs whose lock this process holds: released when it exits (or by `release`).
+_held: dict[Path, object] = {}
+
+
+def lock(run: Path) -> None:
+    """Hold `run`'s lock: flock on `run/.lock`, which the OS releases when the process dies
+    however it dies. Another live process holding it: refused, naming its pid. Then the
+    leftovers of interrupted saves in the run are removed (no one else writes there)."""
+    import fcntl
+
+    from train.checkpoint import clean_stale
+
+    run = run.resolve()
+    if run in _held:
+        return
+    try:
+        f = open(run / ".lock", "a+")  # noqa: SIM115 - held open until the process exits
+    except OSError as e:
+        raise UserError(
+            f"{run} cannot be written ({e.strerror or e}), so the run cannot continue there: "
+            "make it writable by this user, or copy it somewhere writable and resume the copy."
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UserError(
+            f"{run} is being trained by another process (pid {holder}); two at once would write "
+            "over each other's checkpoints, records and TensorBoard steps. Wait for it to end "
+            "(or stop it), then resume."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held[run] = f
+    for directory in (run, run / "checkpoints"):
+        if directory.is_dir():
+            clean_stale(directory)
+
+
+def release() -> None:
+    """Let go of every run dir lock this process holds (in-process runs, one after another)."""
+    for f in _held.values():
+        f.close()
+    _held.clear()
+
+
 def discard_unstarted() -> None:
     """Remove run dirs this process created for runs that failed before training started
     (no checkpoint, no event file): bad input must leave nothing behind."""
@@ -176,6 +242,16 @@ def discard_unstarted() -> None:
 
 
 def _fresh(parent: Path) -> Path:
+    """A new run dir, claimed atomically, locked and remembered (removed if the run never
+    starts)."""
+    path = _claim(parent)
+    _created.append(path)
+    lock(path)
+    return path
+
+
+def _claim(parent: Path) -> Path:
+    """A new `<parent>/<timestamp>` (or `-1`, `-2`, ...): mkdir fails if another took it."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +259,6 @@ def _fresh(parent: Path) -> Path:
             path = parent / (stamp if n == 0 else f"{stamp}-{n}")
             try:
                 path.mkdir()
-                _created.append(path)
                 return path
             except FileExistsError:
                 continue

@@ -8,6 +8,20 @@ from types import FrameType
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def until_training() -> None:
+    """Until the loop takes over, SIGTERM/SIGINT end the process at once with 143/130 and one
+    line; the entrypoint removes the run dir made for a run that never started."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        from train.errors import UserError
+
+        raise UserError(f"stopped by {signal.Signals(signum).name} before training started; "
+                        "nothing was trained.", code=128 + signum)  # fmt: skip
+
+    for sig in SIGNALS:
+        signal.signal(sig, handle)
+
+
 class StopRequest:
     """While entered, the first SIGTERM/SIGINT sets `signum` instead of killing the process."""
 

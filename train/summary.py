@@ -55,10 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m train.summary <overrides>`: the summary of the model the config describes."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
-    from train import app, config, models, rundir
+    from train import app, config, models, rundir, targets
     from train.errors import UserError, run_entrypoint
 
     def show():
@@ -70,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
                 cfg = compose("config", overrides)
         except (HydraException, OmegaConfBaseException) as e:
             raise UserError(f"{' '.join(overrides)}: {e}") from None
-        data = instantiate(cfg.data)
-        model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
+        data = targets.instantiate("data", cfg.data)
+        model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
+                                    num_outputs=data.num_outputs)  # fmt: skip
         models.check_fits(model, data.task, data.num_classes)
         print(table(model, data.in_shape))
 

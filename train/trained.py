@@ -68,8 +68,9 @@ class Rescaled(nn.Module):
 
 
 def load(run: Path, which: str = "best") -> Trained:
-    """The run's `which` checkpoint (best or last) in a fresh model of the recorded config."""
-    from hydra.utils import instantiate
+    """The run's `which` checkpoint (best or last) in a fresh model of the recorded config,
+    built by `train.targets` (never a callable the record names outside the allowlist)."""
+    from train import targets
 
     if which not in ("best", "last"):
         raise UserError(f"checkpoint={which}: use best or last.")
@@ -81,7 +82,7 @@ def load(run: Path, which: str = "best") -> Trained:
         )
     blob = checkpoint.load(path)
     meta = DataMeta.from_dict(blob["data"])
-    model = instantiate(blob["config"]["model"], in_shape=meta.in_shape,
-                        num_outputs=meta.num_outputs)  # fmt: skip
+    model = targets.call("model", blob["config"]["model"], in_shape=meta.in_shape,
+                         num_outputs=meta.num_outputs)  # fmt: skip
     checkpoint.load_model(model, blob["model"], path)
     return Trained(model.eval(), meta, blob["config"], path, blob["state"]["step"])
