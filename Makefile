@@ -15,7 +15,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench bench-data predict export
+        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs predict export
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -74,6 +74,9 @@ bench: venv ## Benchmark against a plain loop, the DataLoader path and the hardw
 
 bench-data: venv ## Benchmark reading your own data: a large CSV, an image folder (~2 min)
 	$(RUN) python -m bench.data $(ARGS)
+
+bench-labs: venv ## Benchmark the course's tabular labs against the same steps by hand (~2 min)
+	$(RUN) python -m bench.labs $(ARGS)
 
 train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)

@@ -168,7 +168,8 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_finishes(tm
     import signal
     import time
 
-    slow = ["data=synthetic", "data.num_samples=3000", "model=mlp", "model.hidden=[512,512]",
+    slow = ["trainer.checkpoint_every_s=0", "data=synthetic", "data.num_samples=3000", "model=mlp",
+            "model.hidden=[512,512]",
             "data.batch_size=16", "trainer.max_epochs=20"]  # fmt: skip
     runs = tmp_path / "ddp"
     child = torchrun(*slow, background=True)

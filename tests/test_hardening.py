@@ -117,13 +117,12 @@ def test_reproduce_runs_this_installation_not_code_in_the_run_dir(finished, cli,
 KILLER = """
 import os, sys
 from train import checkpoint
-real = checkpoint.Saver.save
-def save(self, name, *args, **kwargs):
-    real(self, name, *args, **kwargs)
-    state = args[-1]
-    if name == "best" and state.epoch == int(os.environ["KILL_AT_EPOCH"]):
+real = checkpoint.Saver.write
+def write(self, name, payload):
+    real(self, name, payload)
+    if name == "best" and payload["state"]["epoch"] == int(os.environ["KILL_AT_EPOCH"]):
         os._exit(137)  # as kill -9 between the two writes of that epoch
-checkpoint.Saver.save = save
+checkpoint.Saver.write = write
 sys.argv = ["train", *sys.argv[1:]]
 from train.app import main
 main()
@@ -134,7 +133,7 @@ def test_a_kill_between_best_and_last_resumes_to_the_right_best(tmp_path, data_d
     """A kill between the last.pt and best.pt writes of the final epoch left an old best.pt,
     and the resumed run scored epoch-2 weights as epoch 3's best."""
     args = ["data=digits", "optim.lr=0.003", "trainer.max_epochs=3", "trainer.progress=lines",
-            f"paths.data_dir={data_dir}"]  # fmt: skip
+            "trainer.checkpoint_every_s=0", f"paths.data_dir={data_dir}"]  # fmt: skip
     env = {**os.environ, "KILL_AT_EPOCH": "3"}
     out = subprocess.run([sys.executable, "-c", KILLER, *args, f"paths.runs_dir={tmp_path / 'a'}"],
                          capture_output=True, text=True, env=env)  # fmt: skip
@@ -155,7 +154,8 @@ def test_weights_made_non_finite_by_a_step_are_never_saved(train_run, tmp_path):
     infinite weights before and the run said it was untouched."""
     with pytest.raises(UserError) as e:
         train_run("experiment=linear_regression", "sched=step", "sched.step_size=1",
-                  "sched.gamma=1e45", "trainer.max_epochs=5")  # fmt: skip
+                  "sched.gamma=1e45", "trainer.max_epochs=5",
+                  "trainer.checkpoint_every_s=0")  # fmt: skip
     assert e.value.code == 3 and "weights became non-finite by step 2" in e.value.message
     (run,) = runs_in(tmp_path / "runs")
     blob = checkpoint.load(run / "checkpoints" / "last.pt")
@@ -198,7 +198,8 @@ def test_a_full_disk_during_a_save_is_one_paragraph_and_leaves_no_partial_file(
         monkeypatch.setattr(checkpoint, "save", fill_after_epoch_one)
         with pytest.raises(UserError) as e:
             train_run("data=digits", "model.hidden=[256]", "trainer.max_epochs=3",
-                      "optim.lr=0.003", runs_dir=disk / "runs")  # fmt: skip
+                      "optim.lr=0.003", "trainer.checkpoint_every_s=0",
+                      runs_dir=disk / "runs")  # fmt: skip
         assert e.value.code == 2 and "could not write checkpoint" in e.value.message
         assert "MB free there" in e.value.message and "partial file was removed" in e.value.message
         (run,) = runs_in(disk / "runs")
@@ -348,7 +349,7 @@ def test_sigterm_to_the_launcher_ends_with_the_ranks_143(tmp_path, data_dir):
            "train", "data=synthetic", "data.num_samples=3000", "model=mlp",
            "model.hidden=[512,512]", "data.batch_size=16", "trainer.max_epochs=20",
            f"paths.runs_dir={runs}", f"paths.data_dir={data_dir}",
-           "trainer.progress=lines"]  # fmt: skip
+           "trainer.progress=lines", "trainer.checkpoint_every_s=0"]  # fmt: skip
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     deadline = time.monotonic() + 120
@@ -381,7 +382,8 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     file is left anywhere."""
     import random
 
-    args = ["data=digits", "model.hidden=[2048,2048]", "trainer.max_epochs=200",
+    args = ["trainer.checkpoint_every_s=0",  # a save every epoch: many moments to kill inside
+            "data=digits", "model.hidden=[2048,2048]", "trainer.max_epochs=200",
             "trainer.patience=null", "trainer.log_every_n_steps=5", "trainer.progress=lines",
             f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp_path / 'killed'}"]  # fmt: skip
     rng = random.Random(0)

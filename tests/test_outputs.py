@@ -228,3 +228,39 @@ def test_an_expect_line_other_than_ge_or_le_is_a_config_error_at_start(train_run
         train_run("data=digits", edit=expect)
     rundir.discard_unstarted()
     assert not list((tmp_path / "runs").rglob("*.*"))
+
+
+def test_checkpoints_follow_the_clock_and_best_is_still_the_best(train_run, monkeypatch):
+    """trainer.checkpoint_every_s: last.pt and best.pt only when that much time has passed (and
+    always at the end); the best epoch's weights wait in memory, so best.pt holds them."""
+    from train import checkpoint as ckpt
+
+    writes = []
+    real = ckpt.Saver.write
+
+    def write(self, name, payload):
+        writes.append(name)
+        real(self, name, payload)
+
+    monkeypatch.setattr(ckpt.Saver, "write", write)
+    args = ["data=digits", "optim.lr=0.03", "trainer.max_epochs=8", "trainer.patience=null"]
+    lazy = train_run(*args, "trainer.checkpoint_every_s=3600")
+    assert writes == ["best", "last"]  # once, at the end
+    writes.clear()
+    eager = train_run(*args, "trainer.checkpoint_every_s=0")
+    assert writes.count("last") == 8 and writes[-1] == "last"
+    a, b = (ckpt.load(r / "checkpoints" / "best.pt") for r in (lazy, eager))
+    assert a["state"]["step"] == b["state"]["step"] < 8 * 40  # the best was not the last epoch
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert json.loads((lazy / "metrics.json").read_text())["best_step"] == a["state"]["step"]
+
+
+def test_fast_epochs_print_a_line_every_few_seconds_and_tensorboard_gets_them_all(
+    train_run, caplog
+):
+    with caplog.at_level("INFO", logger="train"):
+        run = train_run("experiment=linear_regression", small=False)
+    lines = [r.message for r in caplog.records if r.message.startswith("epoch ")]
+    assert lines[0].startswith("epoch 1/300") and lines[-1].startswith("epoch 300/300")
+    assert len(lines) <= 5, lines  # 300 epochs in well under 5 seconds
+    assert len(events(run).Scalars("train/loss")) == 300

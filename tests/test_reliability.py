@@ -23,7 +23,8 @@ from train.errors import UserError
 from train.task import Task
 
 ROOT = Path(__file__).resolve().parent.parent
-SLOW_EPOCHS = ["data=synthetic", "data.num_samples=1500", "model=cnn", "model.channels=[8,16]",
+SLOW_EPOCHS = ["trainer.checkpoint_every_s=0",  # (the test waits for the first epoch's last.pt)
+               "data=synthetic", "data.num_samples=1500", "model=cnn", "model.channels=[8,16]",
                "data.batch_size=32", "trainer.max_epochs=25", "trainer.log_every_n_steps=1",
                "trainer.progress=lines"]  # fmt: skip
 
@@ -153,7 +154,8 @@ def test_a_full_disk_at_save_names_the_path_and_keeps_the_previous_checkpoint(
 
     monkeypatch.setattr(checkpoint.torch, "save", save_until_the_disk_fills)
     with pytest.raises(UserError) as e:
-        train_run("data=digits", "trainer.max_epochs=3", "optim.lr=0.01")
+        train_run("data=digits", "trainer.max_epochs=3", "optim.lr=0.01",
+                  "trainer.checkpoint_every_s=0")  # fmt: skip
     assert "No space left on device" in e.value.message and "MB free there" in e.value.message
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     failed = Path(e.value.message.split("checkpoint ")[1].split(":")[0])

@@ -194,15 +194,20 @@ def _train(
     forward = distributed.wrap(model, device) if ranks.many else model  # saved: `model`'s
     forward = _compiled(forward) if cfg.trainer.compile else forward  # weights, no prefixes
 
-    def save(name, st):
+    def payload(st, copy=False):
+        return saver.payload(model, optimizer, scheduler, scaler, st, copy) if ranks.main else None
+
+    def write(name, blob):
         if ranks.main:
-            saver.save(name, model, optimizer, scheduler, scaler, st)
+            saver.write(name, blob)
+
+    checkpoints = loop.Checkpoints(payload, write, cfg.trainer.checkpoint_every_s, writer)
 
     try:
         with stop:
             state = loop.fit(
                 forward, optimizer, scheduler, scaler, task, train_b, val_b, settings, state, seed,
-                autocast=autocast, writer=writer, stop=stop, timing=timing, save=save,
+                autocast=autocast, writer=writer, stop=stop, timing=timing, checkpoints=checkpoints,
                 evaluator=model if ranks.many else forward,
             )  # fmt: skip
             interrupted = bool(stop)  # (a signal after this lets the scoring below finish)
@@ -224,9 +229,9 @@ def _train(
                   f"checkpoints and metrics.json are complete; python -m train.evaluate "
                   f"run={run_dir} scores it again", flush=True)  # fmt: skip
         sys.exit(stop.exit_code)
-    _log_results(results, goals)
+    reached = _log_results(results, goals)
     advice = report.undertrained(state.history, settings, state)
-    if advice is not None:
+    if advice is not None and not (goals and reached):  # (a preset whose goals are met: done)
         log.warning("%s: python -m train resume=%s trainer.max_epochs=%d continues this run.",
                     advice, run_dir, 2 * state.epoch)  # fmt: skip
     monitored = results.get("val", results.get("train"))
@@ -420,7 +425,8 @@ def _settings(cfg_trainer: DictConfig, task, quiet: bool = False):
             f"trainer.monitor={cfg_trainer.monitor} is not a metric of this {task.kind} data; "
             f"use one of {list(task.metric_names)} (with trainer.monitor_mode min or max)."
         )
-    limits = {"max_epochs": 1, "log_every_n_steps": 1, "max_steps": 1, "patience": 0}
+    limits = {"max_epochs": 1, "log_every_n_steps": 1, "max_steps": 1, "patience": 0,
+              "checkpoint_every_s": 0, "print_every_s": 0}  # fmt: skip
     for key, low in limits.items():
         if cfg_trainer[key] is not None and cfg_trainer[key] < low:
             raise UserError(f"trainer.{key}={cfg_trainer[key]} must be at least {low}.")
@@ -436,6 +442,7 @@ def _settings(cfg_trainer: DictConfig, task, quiet: bool = False):
         grad_clip=cfg_trainer.grad_clip,
         progress="lines" if quiet else cfg_trainer.progress.value,  # (lines: to the log)
         skip_nonfinite=cfg_trainer.on_nonfinite.value == "skip",
+        print_every_s=cfg_trainer.print_every_s,
     )
 
 
@@ -508,12 +515,15 @@ def _hparams(record: dict, choices: dict) -> dict:
     return out
 
 
-def _log_results(results: dict, goals: list[tuple[str, str, float]]) -> None:
+def _log_results(results: dict, goals: list[tuple[str, str, float]]) -> bool:
+    """The final metrics and each expectation into the log; whether all were reached."""
     for split, metrics in results.items():
         log.info("final %s: %s", split, " ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    flat = _flat(results)
+    flat, reached = _flat(results), True
     for key, op, target in goals:
         value = flat.get(key)
         ok = value is not None and (value >= target if op == ">=" else value <= target)
+        reached &= ok
         log.info("expected %s %s %g: %s (%s)", key, op, target, "reached" if ok else "NOT reached",
                  "missing" if value is None else f"{value:.4g}")  # fmt: skip
+    return reached

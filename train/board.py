@@ -30,7 +30,7 @@ def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
     quiet = threading.excepthook
     threading.excepthook = _writer_errors_said_once
     try:
-        return SummaryWriter(str(run_dir), **purge)
+        return SummaryWriter(str(run_dir), flush_secs=10, **purge)  # (and before checkpoints)
     except OSError as e:
         import shutil
 
@@ -57,9 +57,16 @@ class NoWriter:
         return lambda *args, **kwargs: None
 
 
-def scalars(writer: SummaryWriter, split: str, metrics: dict[str, float], step: int) -> None:
-    for name, value in metrics.items():
-        writer.add_scalar(f"{split}/{name}", value, step)
+def scalars(writer: SummaryWriter, values: dict[str, float], step: int) -> None:
+    """Every tag's value at `step` in one event (TensorBoard reads each as its own curve):
+    one write instead of one per tag, which cost ~12 us each at every epoch's end."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    if isinstance(writer, NoWriter):
+        return
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
+                             for tag, v in values.items()])  # fmt: skip
+    writer._get_file_writer().add_summary(summary, step)
 
 
 def hparams(writer: SummaryWriter, params: dict, results: dict[str, float], step: int) -> None:

@@ -181,9 +181,9 @@ def load_model(model: nn.Module, state: dict, source: Path) -> None:
     model.load_state_dict(state)
 
 
-def _non_finite(model: nn.Module) -> list[str]:
+def _non_finite(weights: dict) -> list[str]:
     """The state entries (weights, buffers) holding NaN or inf: one check each, at save time."""
-    return [k for k, v in model.state_dict().items()
+    return [k for k, v in weights.items()
             if v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
 
 
@@ -221,31 +221,44 @@ class Saver:
         return self.dir / f"{name}.pt"
 
     def save(self, name: str, model, optimizer, scheduler, scaler, state) -> None:
-        """Write `<name>.pt`; refused (exit 3, nothing written) when the weights are not all
-        finite: the last good checkpoint stays the last good one."""
-        if bad := _non_finite(model):
+        """Write `<name>.pt` from the live objects."""
+        self.write(name, self.payload(model, optimizer, scheduler, scaler, state))
+
+    def write(self, name: str, payload: dict) -> None:
+        save(self.path(name), payload)
+
+    def payload(self, model, optimizer, scheduler, scaler, state, copy: bool = False) -> dict:
+        """Everything a checkpoint holds, as of now (`copy`: detached from the live objects, to
+        be written later). Refused (exit 3) when the weights are not all finite: no checkpoint
+        ever holds them, and the last good one stays the last good one."""
+        import copy as copying
+
+        weights = model.state_dict()
+        if bad := _non_finite(weights):
             raise UserError(
                 f"the weights became non-finite by step {state.step} (epoch {state.epoch}): "
                 f"{', '.join(bad[:5])} hold NaN or inf, though every loss was finite, so an "
-                f"update itself overflowed. checkpoints/{name}.pt was not written and keeps the "
-                "last good weights. Lower optim.lr, or set trainer.grad_clip.",
+                "update itself overflowed. No checkpoint was written with them: last.pt keeps "
+                "the last good weights. Lower optim.lr, or set trainer.grad_clip.",
                 code=3,
             )
-        save(
-            self.path(name),
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(),
-                "state": state.to_dict(),
-                "rng": rng_state(),
-                "config": self.config,  # resolved, with the seed actually used
-                "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
-                "choices": self.choices,
-                "torch": str(torch.__version__),
-            },
-        )
+        payload = {
+            "model": weights,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(),
+            "state": state.to_dict(),
+            "rng": rng_state(),
+            "config": self.config,  # resolved, with the seed actually used
+            "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
+            "choices": self.choices,
+            "torch": str(torch.__version__),
+        }
+        if copy:  # what changes as training goes on; config, data and choices do not
+            payload["model"] = {k: v.detach().clone() for k, v in payload["model"].items()}
+            for key in ("optimizer", "scheduler", "scaler"):
+                payload[key] = copying.deepcopy(payload[key])
+        return payload
 
     @staticmethod
     def restore(blob: dict, source: Path, model, optimizer, scheduler, scaler) -> dict:

@@ -257,6 +257,8 @@ class TrainerConfig:
     channels_last: bool | None = None  # null: on for conv models under amp (faster), else off
     compile: bool = False  # torch.compile the model (slow first steps; see docs/benchmarks.md)
     score_train: bool = False  # score the best weights on the whole train split at the end
+    checkpoint_every_s: float = 60.0  # last.pt/best.pt at most this often (0: every epoch)
+    print_every_s: float = 5.0  # an epoch line at most this often (0: every epoch)
 
 
 @dataclass

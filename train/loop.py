@@ -8,7 +8,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +39,63 @@ class Settings:
     grad_clip: float | None
     progress: str
     skip_nonfinite: bool = False  # skip batches whose loss is NaN/inf instead of stopping
+    print_every_s: float = 0.0  # an epoch line at most this often (the last one always)
+
+
+class Checkpoints:
+    """When last.pt and best.pt are written (trainer.checkpoint_every_s): at an epoch's end
+    once that many seconds have passed since the last write (0: every epoch), and always at
+    the end of training, on a stop mid-epoch (a signal, max_steps) and before a stop for a
+    non-finite loss: a kill -9 loses at most that much training. Meanwhile the best weights
+    wait in memory. best.pt is written before last.pt, and the TensorBoard writer is flushed
+    before either: whatever a checkpoint holds, its scalars are on disk too."""
+
+    def __init__(self, payload, write, every_s: float, writer):
+        self.payload, self.write, self.every_s, self.writer = payload, write, every_s, writer
+        self.best: dict | None = None  # a better epoch's payload, not written yet
+        self.since = time.monotonic()
+        self.step: int | None = None  # of the last write
+
+    def epoch_end(self, state: "State", improved: bool, final: bool) -> None:
+        if final or time.monotonic() - self.since >= self.every_s:
+            self.now(state, improved)
+        elif improved:
+            self.best = self.payload(state, copy=True)
+
+    def now(self, state: "State", improved: bool = False) -> None:
+        """Write what is pending: best.pt (this state's, if it `improved`), then last.pt."""
+        self.writer.flush()
+        if improved or self.best is not None:
+            self.write("best", self.payload(state) if improved else self.best)
+            self.best = None
+        self.write("last", self.payload(state))
+        self.since, self.step = time.monotonic(), state.step
+
+    def pending(self, state: "State") -> bool:
+        return self.best is not None or self.step != state.step
+
+
+class EpochLines:
+    """The console's epoch lines, at most every `every_s` seconds when epochs are fast; the
+    last epoch always, and the best one at the end if its line was skipped."""
+
+    def __init__(self, every_s: float):
+        self.every_s, self.last = every_s, float("-inf")
+        self.best = None  # the best epoch's line (a function), when it was not printed
+
+    def epoch(self, line, improved: bool, final: bool) -> None:
+        """`line()` formats the epoch's line: called only when it is printed."""
+        now = time.monotonic()
+        printed = final or now - self.last >= self.every_s
+        if printed:
+            log.info("%s", line())
+            self.last = now
+        if improved:
+            self.best = None if printed else line
+
+    def end(self) -> None:
+        if self.best is not None:
+            log.info("best: %s", self.best())
 
 
 class NonFiniteLoss(Exception):
@@ -61,7 +118,11 @@ class State:
     history: list[float] = field(default_factory=list)  # the monitored value, epoch by epoch
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """A copy, as plain values (a checkpoint's "state"); cheaper than dataclasses.asdict,
+        which deep-copies the whole history at every save."""
+        out = dict(vars(self))
+        out["history"] = list(self.history)
+        return out
 
 
 @dataclass
@@ -74,10 +135,13 @@ class Timing:
 
     first_step_s: float | None = None
     epochs: list[dict] = field(default_factory=list)
+    loop_s: float | None = None  # the end of the first step to the end of the last epoch
+    loop_start: float | None = None  # (perf_counter at the end of the first step)
 
     def to_dict(self, device) -> dict:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (Linux: KiB)
-        out = {"first_step_s": self.first_step_s, "epochs": self.epochs, "peak_rss_mb": rss}
+        out = {"first_step_s": self.first_step_s, "loop_s": self.loop_s, "epochs": self.epochs,
+               "peak_rss_mb": rss}  # fmt: skip
         if device.type == "cuda":
             out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         return out
@@ -174,13 +238,13 @@ def fit(
     *,
     autocast,
     writer,
-    save,
+    checkpoints: Checkpoints,
     stop=None,
     timing: Timing | None = None,
     evaluator: nn.Module | None = None,
 ) -> State:
-    """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal); after each
-    epoch, and on a stop mid-epoch, `save(name, state)` writes a checkpoint.
+    """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal);
+    `checkpoints` decides when last.pt and best.pt are written (at the end, always).
 
     Under torchrun every rank runs this with its own shard (`train` knows it); the ranks agree
     on each step's loss and on stopping, and sum their metrics before anything is decided.
@@ -192,6 +256,7 @@ def fit(
     evaluator = evaluator if evaluator is not None else model
     ranks = distributed.ranks()
 
+    lines = EpochLines(s.print_every_s)
     stopping = [False]  # a signal, as the ranks agreed on it: all of them stop at one step
 
     def agree(signum: int | None) -> None:
@@ -227,6 +292,7 @@ def fit(
                 timing.first_step_s = process_seconds()
                 log.info("first optimizer step done %.1fs after start", timing.first_step_s)
                 clock[:] = time.perf_counter(), meter.n
+                timing.loop_start = clock[0]
             if state.step % s.log_every_n_steps == 0:
                 writer.add_scalar("train/loss_step", loss * task.loss_scale, state.step)
             return halt()
@@ -240,24 +306,26 @@ def fit(
                                skip_nonfinite=s.skip_nonfinite, after_step=after_step,
                                on_skip=on_skip, read_loss=read_loss)  # fmt: skip
         except NonFiniteLoss as e:
+            state.batch_in_epoch = start + e.args[1] - 1  # the batches before the bad one
+            _keep_mid_epoch(state, meter, checkpoints)
             raise UserError(
                 f"the loss became {e.args[0]} at step {state.step + 1} (epoch {state.epoch + 1}, "
-                f"batch {start + e.args[1]}); the run stopped before updating "
-                f"the weights with it, and checkpoints/last.pt is untouched ({state.epoch} "
-                "epoch(s) completed). Lower optim.lr, set trainer.grad_clip, or skip such "
-                "batches with trainer.on_nonfinite=skip.",
+                f"batch {start + e.args[1]}); the run stopped before updating the weights with "
+                "it, and checkpoints/last.pt holds the run just before that step. Lower "
+                "optim.lr, set trainer.grad_clip, or skip such batches with "
+                "trainer.on_nonfinite=skip.",
                 code=EXIT_NONFINITE,
             ) from None
         state.batch_in_epoch = start + done
-        _check_skipping(state.skipped - skipped_before, done, state)
         samples = (meter.n - clock[1]) * ranks.world  # (every rank trains equal shards)
-        meter.all_reduce()
+        if state.skipped - skipped_before > 0:
+            _check_skipping(state.skipped - skipped_before, done, state, meter, checkpoints)
         if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
-            state.meter = meter.state_dict()
-            save("last", state)
+            _keep_mid_epoch(state, meter, checkpoints)
             log.info("stopped at step %d, batch %d of epoch %d; checkpoints/last.pt resumes it",
                      state.step, state.batch_in_epoch, state.epoch + 1)  # fmt: skip
             break
+        meter.all_reduce()
         state.epoch, state.batch_in_epoch, state.meter = state.epoch + 1, 0, None
         if scheduler is not None:
             scheduler.step()
@@ -276,23 +344,36 @@ def fit(
         seconds = time.perf_counter() - clock[0]  # training and validation
         timing.epochs.append({"epoch": state.epoch, "samples": samples,
                               "seconds": seconds, "val_seconds": val_s})  # fmt: skip
-        # Logged and flushed before the checkpoints: a kill after a save never loses the
-        # epoch's scalars (a kill before it replays the epoch, and the resume purges them).
-        _report(writer, results, optimizer, state, s, timing.epochs[-1])
-        if improved:  # best first: a kill between the two leaves last.pt one epoch behind, and
-            save("best", state)  # the resumed run replays that epoch to the same best.pt
-        save("last", state)
+        final = state.epoch >= s.max_epochs or state.stopped_early or halt()
+        line = _report(writer, results, optimizer, state, s, timing.epochs[-1])
+        lines.epoch(line, improved, final)
+        checkpoints.epoch_end(state, improved, final)
+    if checkpoints.pending(state):  # (a signal or max_steps between two epochs)
+        checkpoints.now(state)
+    lines.end()
+    if timing.loop_start is not None:
+        timing.loop_s = time.perf_counter() - timing.loop_start
     return state
 
 
-def _check_skipping(skipped: int, batches: int, state: State) -> None:
+def _keep_mid_epoch(state: State, meter: Meter, checkpoints: Checkpoints) -> None:
+    """Save a stop inside an epoch: its metric sums (over the ranks) go into last.pt, so a
+    resume continues the epoch exactly."""
+    meter.all_reduce()
+    state.meter = meter.state_dict()
+    checkpoints.now(state)
+
+
+def _check_skipping(skipped: int, batches: int, state: State, meter, checkpoints) -> None:
     """trainer.on_nonfinite=skip that skips most of an epoch is not training: stop, saying so,
-    rather than finish at chance level with exit 0."""
+    rather than finish at chance level with exit 0 (what was trained is saved first)."""
     if batches and skipped * 2 > batches:
+        state.batch_in_epoch = batches
+        _keep_mid_epoch(state, meter, checkpoints)
         raise UserError(
             f"trainer.on_nonfinite=skip skipped {skipped} of {batches} batches in epoch "
             f"{state.epoch + 1} for a NaN or infinite loss: the run is not learning. Lower "
-            "optim.lr or set trainer.grad_clip; checkpoints/last.pt keeps the last saved epoch.",
+            "optim.lr or set trainer.grad_clip; checkpoints/last.pt holds the run so far.",
             code=EXIT_NONFINITE,
         )
 
@@ -317,28 +398,25 @@ def _watch(value: float, s: Settings, state: State) -> bool:
     return False
 
 
-def _report(writer, results, optimizer, state: State, s: Settings, times: dict) -> None:
+def _report(writer, results, optimizer, state: State, s: Settings, times: dict):
+    """The epoch's scalars into TensorBoard (every epoch; the writer flushes by time and
+    before each checkpoint); its console line, as a function formatting it on demand."""
     lr = optimizer.param_groups[0]["lr"]
     train_s = times["seconds"] - times["val_seconds"]
-    speed = times["samples"] / max(train_s, 1e-9)  # validation excluded, checkpoints included
-    for split, metrics in results.items():
-        board.scalars(writer, split, metrics, state.step)
-    perf = {"train_samples_per_s": speed, "epoch_seconds": times["seconds"],
-            "val_fraction": times["val_seconds"] / max(times["seconds"], 1e-9)}  # fmt: skip
-    board.scalars(writer, "perf", perf, state.step)
-    writer.add_scalar("lr", lr, state.step)
-    writer.flush()
-    parts = [
-        f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        for split, metrics in results.items()
-    ]
-    log.info(
-        "epoch %d/%d | %s | lr %.3g | %.2fs, %.0f samples/s, validation %.0f%% of the epoch",
-        state.epoch,
-        s.max_epochs,
-        " | ".join(parts),
-        lr,
-        times["seconds"],
-        speed,
-        100 * perf["val_fraction"],
-    )
+    speed = times["samples"] / max(train_s, 1e-9)  # validation excluded
+    val_share = times["val_seconds"] / max(times["seconds"], 1e-9)
+    values = {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
+    values.update({"perf/train_samples_per_s": speed, "perf/epoch_seconds": times["seconds"],
+                   "perf/val_fraction": val_share, "lr": lr})  # fmt: skip
+    board.scalars(writer, values, state.step)
+    epoch, seconds = state.epoch, times["seconds"]
+
+    def line() -> str:
+        parts = " | ".join(f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                           for split, metrics in results.items())  # fmt: skip
+        return (
+            f"epoch {epoch}/{s.max_epochs} | {parts} | lr {lr:.3g} | {seconds:.2f}s, "
+            f"{speed:.0f} samples/s, validation {100 * val_share:.0f}% of the epoch"
+        )
+
+    return line

@@ -31,8 +31,9 @@ def score(model, data: Data, task: Task, device, autocast, splits=("train", "val
 
 def undertrained(history: list[float], s, state) -> str | None:
     """A sentence when the run ended at max_epochs while the monitored metric was still
-    clearly improving: a new best in the last two epochs, and more than 2% better than a few
-    epochs before (relative). None otherwise (early stop, max_steps, a plateau)."""
+    clearly improving: a new best in the last two epochs, more than 2% better than a few
+    epochs before, a gain that is more than 1% of all the run's gain (a loss creeping from
+    1e-6 to 1e-7 is done). None otherwise (early stop, max_steps, a plateau)."""
     if state.stopped_early or state.epoch < s.max_epochs or len(history) < 3:
         return None
     span = min(len(history) - 1, max(2, len(history) // 5))
@@ -40,8 +41,9 @@ def undertrained(history: list[float], s, state) -> str | None:
     best = min(recent) if s.monitor_mode == "min" else max(recent)
     if best != (min(history) if s.monitor_mode == "min" else max(history)):
         return None
-    gain = (before - best) if s.monitor_mode == "min" else (best - before)
-    if not gain > 0.02 * max(abs(before), 1e-12):
+    sign = 1 if s.monitor_mode == "min" else -1
+    gain, total = sign * (before - best), sign * (history[0] - best)
+    if not (gain > 0.02 * max(abs(before), 1e-12) and gain > 0.01 * total):
         return None
     return (
         f"under-trained: {s.monitor} was still improving when trainer.max_epochs="
