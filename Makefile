@@ -13,7 +13,7 @@ RUN := $(UV) run --frozen
 export UV_COMPILE_BYTECODE := 1
 COMPOSE := docker compose
 
-.PHONY: volumes
+.PHONY: volumes .env build-cuda
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp shell evaluate data doctor \
         tensorboard train-local tensorboard-local base-image bench bench-data bench-labs predict export
 
@@ -23,21 +23,30 @@ help: ## List the targets
 
 # --- Docker (the product's front door) -----------------------------------------------------
 
-.env: ## Write .env with your UID/GID, so files in runs/ and data/ belong to you
-	@printf 'UID=%s\nGID=%s\n' "$$(id -u)" "$$(id -g)" > $@
-	@echo "wrote .env (UID=$$(id -u) GID=$$(id -g)); see .env.example for the other settings"
+.env: ## Write .env (or refresh it) with your UID/GID, so files in runs/ and data/ belong to you
+	@docker/env.sh
 
-volumes:
-	@mkdir -p runs data  # made by you, not by the Docker daemon as root
+volumes:  # made by you before any container runs, not by the Docker daemon as root
+	@mkdir -p runs data
+	@if [ -n "$${SUDO_UID:-}" ]; then chown "$$SUDO_UID:$$SUDO_GID" runs data; fi
 
-build: .env ## Build the CPU and CUDA images
-	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) build
+# The project's images a rebuild replaced (dangling, labelled ours) are removed after it.
+PRUNE := docker image prune -f --filter label=io.train.project=train >/dev/null
+
+build: .env volumes ## Build the CPU image and the TensorBoard image
+	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) build train tensorboard
+	@$(PRUNE)
+
+build-cuda: .env volumes ## Build the CUDA image (GPU hosts; see compose.gpu.yaml)
+	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) --profile cuda build train-cuda
+	@$(PRUNE)
 
 train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=digits"
 	$(COMPOSE) run --rm train $(ARGS)
 
 train-ddp: .env volumes ## Train on NPROC processes with torchrun (DDP): make train-ddp NPROC=2 ARGS="model=cnn"
-	$(COMPOSE) run --rm train python -m train.launch --standalone --nproc_per_node=$(NPROC) -m train $(ARGS)
+	$(COMPOSE) run --rm train python -m train.launch --standalone --nproc_per_node=$(NPROC) \
+		-m train $(ARGS)
 
 evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
 	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)
@@ -55,7 +64,7 @@ predict: .env volumes ## Predict on your files: make predict RUN_DIR=/runs/<name
 export: .env volumes ## Export a run's model to ONNX, checked against PyTorch: make export RUN_DIR=...
 	$(COMPOSE) run --rm train python -m train.export run=$(RUN_DIR) $(ARGS)
 
-tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (Ctrl-C stops)
+tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (its own small image; Ctrl-C stops)
 	$(COMPOSE) up tensorboard
 
 shell: .env volumes ## A shell in the CPU image, with ./data and ./runs mounted

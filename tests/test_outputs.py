@@ -51,7 +51,8 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
     scalars = set(acc.Tags()["scalars"])
     for split in ("train", "val"):
         assert {f"{split}/{m}" for m in ("loss", "accuracy", "precision", "recall")} <= scalars
-    assert {"train/loss_step", "lr"} <= scalars
+    assert {"train/loss_step", "train/lr"} <= scalars
+    assert {t.split("/")[0] for t in scalars} == {"train", "val"}  # the first screen: curves
     images = {"confusion_matrix", "samples (predicted/true)", "worst predictions (predicted/true)"}
     assert images <= set(acc.Tags()["images"])
     assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
@@ -59,8 +60,8 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
 
 
 def test_runs_record_where_the_time_went(digits_run):
-    """metrics.json "timing" and TensorBoard perf/*: start-up to the first step, then per epoch
-    the samples timed, the seconds (validation and checkpoints in) and the validation share."""
+    """metrics.json "timing" and TensorBoard's timing tags: start-up to the first step, then per
+    epoch the samples timed, the seconds (validation in) and the validation share."""
     t = json.loads((digits_run / "metrics.json").read_text())["timing"]
     assert 0 < t["first_step_s"] < process_seconds() and t["peak_rss_mb"] > 100  # (in-process)
     assert [e["epoch"] for e in t["epochs"]] == [1, 2, 3]
@@ -68,7 +69,7 @@ def test_runs_record_where_the_time_went(digits_run):
     assert [e["samples"] for e in t["epochs"]] == [1258 - 32, 1258, 1258]
     assert all(0 < e["val_seconds"] < e["seconds"] for e in t["epochs"])
     scalars = set(events(digits_run).Tags()["scalars"])
-    assert {"perf/train_samples_per_s", "perf/epoch_seconds", "perf/val_fraction"} <= scalars
+    assert {"train/samples_per_s", "train/epoch_seconds", "train/validation_share"} <= scalars
 
 
 def test_bf16_channels_last_and_compile_train_and_save_plain_weights(train_run):
@@ -162,7 +163,7 @@ def test_schedulers_and_clipping(train_run, sched):
         "trainer.max_epochs=3",
         "trainer.grad_clip=0.5",
     )
-    lrs = [e.value for e in events(run).Scalars("lr")]
+    lrs = [e.value for e in events(run).Scalars("train/lr")]
     assert lrs[0] > lrs[-1], "the learning rate did not follow the schedule"
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert blob["scheduler"]["last_epoch"] == 3

@@ -138,6 +138,8 @@ def _train(
         _deterministic()
     slot = ranks.local if ranks.many else job
     device, why = devices.choose(cfg.trainer.device, slot, shared=not ranks.many)
+    if not ranks.many and (threads := devices.use_cpu_budget()) is not None:
+        log.info("%s", threads)  # (torchrun sets OMP_NUM_THREADS for its ranks)
     if cfg.trainer.compile:
         _need_compiler(device)
     scaler, autocast = _precision(cfg.trainer.amp.value, device)
@@ -216,7 +218,7 @@ def _train(
             if not stop:
                 results = _score_and_report(
                     model, data, task, device, autocast, saver, state, writer, run_dir, config,
-                    choices, cfg.trainer, timing.to_dict(device),
+                    _hparams(config, choices, overrides), cfg.trainer, timing.to_dict(device),
                 )  # fmt: skip
     finally:
         writer.close()
@@ -239,7 +241,7 @@ def _train(
 
 
 def _score_and_report(
-    model, data, task, device, autocast, saver, state, writer, run_dir, config, choices,
+    model, data, task, device, autocast, saver, state, writer, run_dir, config, params,
     cfg_trainer, timing,
 ) -> dict:  # fmt: skip
     """Score the best weights on every split; metrics.json, HPARAMS, pictures. The results."""
@@ -263,7 +265,8 @@ def _score_and_report(
     if confusion is not None:
         summary["confusion_matrix"] = confusion.tolist()
     report.write_json(run_dir / "metrics.json", summary)
-    board.hparams(writer, _hparams(config, choices), _flat(results), state.step)
+    curves = "val" if data.val is not None else "train"  # the metrics: the curves' last values
+    board.hparams(writer, params, [f"{curves}/{m}" for m in task.metric_names], state.step)
     report.pictures(writer, model, data, task, device, confusion, cfg_trainer.num_sample_images,
                     state.step)  # fmt: skip
     _graph(model, data.in_shape, writer)
@@ -492,9 +495,15 @@ def _flat(results: dict) -> dict:
     return {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
 
 
-def _hparams(record: dict, choices: dict) -> dict:
-    """The knobs that tell runs of a sweep apart: group choices and every leaf value."""
-    out = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+def _hparams(record: dict, choices: dict, overrides: list[str]) -> dict:
+    """The knobs that tell runs of a sweep apart: the command line's overrides first (a sweep's
+    swept keys among them), then the group choices and every leaf value."""
+    out = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if not key.startswith(("hydra", "paths", "resume")):
+            out[key] = choices.get(key, value) if "." not in key else None
+    out.update((k, v) for k, v in choices.items() if not k.startswith("hydra") and v is not None)
 
     def walk(node, prefix):
         for k, v in node.items():
@@ -512,7 +521,7 @@ def _hparams(record: dict, choices: dict) -> dict:
         "",
     )
     out["seed"] = record["seed"]
-    return out
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _log_results(results: dict, goals: list[tuple[str, str, float]]) -> bool:

@@ -69,12 +69,35 @@ def scalars(writer: SummaryWriter, values: dict[str, float], step: int) -> None:
     writer._get_file_writer().add_summary(summary, step)
 
 
-def hparams(writer: SummaryWriter, params: dict, results: dict[str, float], step: int) -> None:
-    """One HPARAMS entry for the run, so sweeps compare side by side."""
-    clean = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
-    writer.add_hparams(
-        clean, {f"hparam/{k}": v for k, v in results.items()}, run_name=".", global_step=step
-    )
+def hparams(writer: SummaryWriter, params: dict, metrics: list[str], step: int) -> None:
+    """One HPARAMS entry for the run, so sweeps compare side by side: the params in the order
+    given (booleans as booleans, not 1.0), and as metrics the tags of the run's own curves
+    (val/accuracy, ...), so no single-point "hparam/..." card crowds the scalars page."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    if isinstance(writer, NoWriter):
+        return
+    start, infos = plugin_data_pb2.SessionStartInfo(), []
+    for key, value in params.items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value, kind = value, "DATA_TYPE_BOOL"
+        elif isinstance(value, int | float):
+            start.hparams[key].number_value, kind = value, "DATA_TYPE_FLOAT64"
+        else:
+            start.hparams[key].string_value, kind = str(value), "DATA_TYPE_STRING"
+        infos.append(api_pb2.HParamInfo(name=key, type=api_pb2.DataType.Value(kind)))
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics])  # fmt: skip
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value("STATUS_SUCCESS"))
+    for tag, data in ((metadata.EXPERIMENT_TAG, {"experiment": experiment}),
+                      (metadata.SESSION_START_INFO_TAG, {"session_start_info": start}),
+                      (metadata.SESSION_END_INFO_TAG, {"session_end_info": end})):  # fmt: skip
+        content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()))  # fmt: skip
+        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag,
+                                                                           metadata=meta)]), step)
 
 
 def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4) -> Tensor:

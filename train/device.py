@@ -61,6 +61,45 @@ def choose(
     return device, f"requested ({torch.cuda.get_device_name(device)})"
 
 
+def cpu_budget() -> tuple[int, str]:
+    """How many CPUs this process may keep busy, and why: its CPU affinity, or fewer when a
+    container's CPU quota (cgroup v2 cpu.max, v1 cfs_quota_us / cfs_period_us) says so.
+    torch alone counts the machine's cores, also inside a 2-CPU container on a 64-core host."""
+    import math
+    import os
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = None
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = limit / period if limit > 0 else None
+        except (OSError, ValueError):
+            pass
+    if quota is not None and math.ceil(quota) < cores:
+        return max(1, math.ceil(quota)), f"the container's CPU quota, {quota:g} CPUs"
+    return cores or 1, f"{cores} CPUs this process may use"
+
+
+def use_cpu_budget() -> str | None:
+    """Set torch's intra-op threads to the CPU budget, unless OMP_NUM_THREADS says otherwise;
+    what was done, for the log (None when nothing changed)."""
+    import os
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    n, why = cpu_budget()
+    if n == torch.get_num_threads():
+        return None
+    torch.set_num_threads(n)
+    return f"CPU threads: {n} ({why}; OMP_NUM_THREADS sets another number)"
+
+
 def _why_no_cuda() -> str:
     if torch.version.cuda is None:
         return f"this torch {torch.__version__} is a CPU-only build"

@@ -133,6 +133,27 @@ def writable(name: str, path: Path) -> Check:
     return Check(name, "ok", f"{path} is writable by uid {uid}")
 
 
+def user() -> Check:
+    """Running as root without being asked writes root-owned files into the user's runs."""
+    if os.getuid() != 0:
+        return Check("user", "ok", f"uid {os.getuid()}, not root")
+    if os.environ.get("TRAIN_ALLOW_ROOT") == "1":
+        return Check("user", "ok", "root, as asked (TRAIN_ALLOW_ROOT=1)")
+    return Check(
+        "user",
+        "warn",
+        "running as root: files written to the runs and data dirs will belong to root",
+        "set UID/GID in .env to your user (make .env), or TRAIN_ALLOW_ROOT=1 if root is meant",
+    )
+
+
+def threads() -> Check:
+    from train.device import cpu_budget
+
+    n, why = cpu_budget()
+    return Check("CPU threads", "ok", f"{n} ({why})")
+
+
 def disk(path: Path) -> Check:
     probe = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
@@ -165,6 +186,8 @@ def main(argv: list[str]) -> int:
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
     checks = [
         gpu(),
+        user(),
+        threads(),
         shared_memory(workers),
         writable("data dir", Path(cfg.paths.data_dir)),
         writable("runs dir", Path(cfg.paths.runs_dir)),

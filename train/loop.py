@@ -127,7 +127,8 @@ class State:
 
 @dataclass
 class Timing:
-    """Where this invocation's time went (metrics.json "timing", TensorBoard perf/*).
+    """Where this invocation's time went (metrics.json "timing"; TensorBoard's
+    train/samples_per_s, train/epoch_seconds, train/validation_share).
 
     Start-up is process start to the end of the first optimizer step; epochs are timed from
     then on, so the first epoch's figure excludes start-up, as the benchmark requires.
@@ -406,8 +407,11 @@ def _report(writer, results, optimizer, state: State, s: Settings, times: dict):
     speed = times["samples"] / max(train_s, 1e-9)  # validation excluded
     val_share = times["val_seconds"] / max(times["seconds"], 1e-9)
     values = {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
-    values.update({"perf/train_samples_per_s": speed, "perf/epoch_seconds": times["seconds"],
-                   "perf/val_fraction": val_share, "lr": lr})  # fmt: skip
+    # Everything of the training split's in its group: TensorBoard then opens on the train and
+    # val curves (groups sort by name: an "lr" or "perf" group came before them).
+    values.update({"train/lr": lr, "train/samples_per_s": speed,
+                   "train/epoch_seconds": times["seconds"],
+                   "train/validation_share": val_share})  # fmt: skip
     board.scalars(writer, values, state.step)
     epoch, seconds = state.epoch, times["seconds"]
 

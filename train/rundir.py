@@ -33,6 +33,7 @@ def register_resolvers() -> None:
     # Cached in the config, which Hydra copies into every job's (joblib's processes included):
     # a sweep claims one directory, once.
     OmegaConf.register_new_resolver("train.sweep_dir", sweep_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("train.job_dir", job_dir, replace=True)
 
 
 def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
@@ -58,6 +59,35 @@ def sweep_dir(runs_dir: str) -> str:
     if key not in _chosen:
         _chosen[key] = str(_claim(Path(runs_dir) / "multirun"))
     return _chosen[key]
+
+
+def job_dir(num: int, sweep_dir: str, overrides, name: str) -> str:
+    """A sweep job's directory: its number and the values of what the sweep varies (0_optim=sgd,
+    1_optim=adam), read from the sweep's multirun.yaml; `<num>_<name>` when nothing varies."""
+    import hashlib
+
+    swept = _swept(Path(sweep_dir) / "multirun.yaml")
+    label = ",".join(o for o in overrides if o.split("=", 1)[0] in swept) or name
+    label = label.replace("/", "-").replace(" ", "")
+    if len(label) > 48:  # a file name stays readable: its start, and a hash for the rest
+        label = f"{label[:40]}-{hashlib.sha1(label.encode()).hexdigest()[:7]}"
+    return f"{num}_{label}"
+
+
+def _swept(master: Path) -> set[str]:
+    """The keys a sweep varies: its command line's sweep overrides (a,b / range(...)) and
+    its sweep preset's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        cfg = OmegaConf.load(master)
+    except OSError:
+        return set()
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = [*OmegaConf.select(cfg, "hydra.overrides.task", default=[]),
+             *(f"{k}={v}" for k, v in params.items())]  # fmt: skip
+    parsed = OverridesParser.create().parse_overrides(given)
+    return {o.get_key_element() for o in parsed if o.is_sweep_override()}
 
 
 def log_file(output_dir: str) -> str:
