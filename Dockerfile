@@ -114,7 +114,7 @@ RUN --mount=type=bind,from=builder,source=/build,target=/build \
     --mount=type=bind,from=builder,source=/usr/local/bin/uv,target=/usr/local/bin/uv \
     UV_COMPILE_BYTECODE=1 uv pip install --python /opt/venv/bin/python --require-hashes \
         --no-deps -r /build/test.txt
-COPY pyproject.toml ./
+COPY pyproject.toml uv.lock ./
 COPY tests ./tests
 USER 1000:1000
 

@@ -54,11 +54,25 @@ def test_sweep_makes_one_run_dir_and_hparams_entry_each(cli, tmp_path):
     assert out.returncode == 0, out.stderr
     runs = run_dirs(tmp_path)
     assert len(runs) == 2 and runs[0].parent == runs[1].parent
-    assert [r.name for r in runs] == ["0_digits_mlp", "1_digits_mlp"]
+    assert [r.name for r in runs] == ["0_optim=sgd", "1_optim=adam"]  # named after what varies
     for run in runs:
-        acc = EventAccumulator(str(run))
-        acc.Reload()
-        assert acc.PluginTagToContent("hparams")
+        infos = hparam_infos(run)
+        assert infos[0] == ("optim", "DATA_TYPE_STRING")  # the swept key first
+        assert ("model.batch_norm", "DATA_TYPE_BOOL") in infos  # not a number, 1.0000
+        assert hparams_of(run)["model.batch_norm"] is False
+
+
+def hparam_infos(run) -> list[tuple[str, str]]:
+    """The HPARAMS columns in the order TensorBoard shows them, with their types."""
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    for content in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("experiment"):
+            return [(i.name, api_pb2.DataType.Name(i.type)) for i in data.experiment.hparam_infos]
+    return []
 
 
 def hparams_of(run) -> dict:
@@ -82,7 +96,7 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr  # it did run in parallel
     runs = run_dirs(tmp_path)
-    assert [r.name for r in runs] == ["0_digits_mlp", "1_digits_mlp"]
+    assert [r.name for r in runs] == ["0_optim.lr=0.1", "1_optim.lr=0.01"]
     assert [hparams_of(r)["optim.lr"] for r in runs] == [0.1, 0.01]
 
 

@@ -53,7 +53,8 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
         assert {f"{split}/{m}" for m in ("loss", "accuracy", "precision", "recall")} <= scalars
     assert {"train/loss_step", "train/lr"} <= scalars
     assert {t.split("/")[0] for t in scalars} == {"train", "val"}  # the first screen: curves
-    images = {"confusion_matrix", "samples (predicted/true)", "worst predictions (predicted/true)"}
+    images = {"viz/confusion matrix", "viz/samples (predicted,true)",
+              "viz/worst predictions (predicted,true)"}  # fmt: skip
     assert images <= set(acc.Tags()["images"])
     assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
     assert [e.step for e in acc.Scalars("val/loss")] == [40, 80, 120]  # one per epoch

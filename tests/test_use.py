@@ -156,7 +156,7 @@ def test_summary_counts_every_parameter_and_goes_into_the_run(runs, family):
     assert (runs[family] / "summary.txt").read_text().strip() == text
     acc = EventAccumulator(str(runs[family]), size_guidance={"tensors": 0})
     acc.Reload()
-    assert "model/summary/text_summary" in acc.Tags()["tensors"]
+    assert "viz/model summary/text_summary" in acc.Tags()["tensors"]
     assert acc.Tags()["graph"], "no model graph in TensorBoard"
 
 

@@ -218,7 +218,8 @@ def _train(
             if not stop:
                 results = _score_and_report(
                     model, data, task, device, autocast, saver, state, writer, run_dir, config,
-                    _hparams(config, choices, overrides), cfg.trainer, timing.to_dict(device),
+                    _hparams(config, choices, overrides, run_dir), cfg.trainer,
+                    timing.to_dict(device),
                 )  # fmt: skip
     finally:
         writer.close()
@@ -332,7 +333,7 @@ def _describe(model, data, run_dir: Path, writer) -> None:
     text = summary.table(model, data.in_shape)
     log.info("model:\n%s", text)
     (run_dir / "summary.txt").write_text(text + "\n")
-    writer.add_text("model/summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
+    writer.add_text("viz/model summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
 
 
 def _graph(model, in_shape, writer) -> None:
@@ -495,11 +496,12 @@ def _flat(results: dict) -> dict:
     return {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
 
 
-def _hparams(record: dict, choices: dict, overrides: list[str]) -> dict:
-    """The knobs that tell runs of a sweep apart: the command line's overrides first (a sweep's
-    swept keys among them), then the group choices and every leaf value."""
+def _hparams(record: dict, choices: dict, overrides: list[str], run_dir: Path) -> dict:
+    """The knobs that tell runs of a sweep apart: the keys the sweep varies first, then the
+    rest of the command line's overrides, then the group choices and every leaf value."""
+    swept = rundir.swept_keys(run_dir.parent / "multirun.yaml")
     out = {}
-    for o in overrides:
+    for o in sorted(overrides, key=lambda o: o.lstrip("+~").partition("=")[0] not in swept):
         key, _, value = o.lstrip("+~").partition("=")
         if not key.startswith(("hydra", "paths", "resume")):
             out[key] = choices.get(key, value) if "." not in key else None

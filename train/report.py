@@ -1,4 +1,7 @@
-"""The end of a run: scores of the best weights on every split, metrics.json, and pictures."""
+"""The end of a run: scores of the best weights on every split, metrics.json, and pictures.
+
+The pictures' tags start with viz/: TensorBoard sorts tag groups by name, and the train and val
+curves come first on its page."""
 
 import itertools
 import json
@@ -82,7 +85,7 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
     the worst-predicted validation examples (highest loss) beside it."""
     if confusion is not None:
         writer.add_image(
-            "confusion_matrix", board.confusion_image(confusion, data.class_names), step
+            "viz/confusion matrix", board.confusion_image(confusion, data.class_names), step
         )
     split = next(s for s in (data.test, data.val, data.train) if s is not None)
     if not (data.is_image and isinstance(split, TensorSplit) and count > 0):
@@ -95,12 +98,12 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
     grid = board.sample_grid(
         x.float() / data.scale, [names[i] for i in pred], [names[i] for i in split.y[:count]]
     )
-    writer.add_image("samples (predicted/true)", grid, step)
+    writer.add_image("viz/samples (predicted,true)", grid, step)
     held_out = data.val if isinstance(data.val, TensorSplit) else split
     idx, pred = _worst(model, data, task, device, held_out, count)
     grid = board.sample_grid(held_out.x[idx].float() / data.scale, [names[i] for i in pred],
                              [names[i] for i in held_out.y[idx]])  # fmt: skip
-    writer.add_image("worst predictions (predicted/true)", grid, step)
+    writer.add_image("viz/worst predictions (predicted,true)", grid, step)
 
 
 def _worst(model, data: Data, task: Task, device, split: TensorSplit, count: int):

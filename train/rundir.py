@@ -66,7 +66,7 @@ def job_dir(num: int, sweep_dir: str, overrides, name: str) -> str:
     1_optim=adam), read from the sweep's multirun.yaml; `<num>_<name>` when nothing varies."""
     import hashlib
 
-    swept = _swept(Path(sweep_dir) / "multirun.yaml")
+    swept = swept_keys(Path(sweep_dir) / "multirun.yaml")
     label = ",".join(o for o in overrides if o.split("=", 1)[0] in swept) or name
     label = label.replace("/", "-").replace(" ", "")
     if len(label) > 48:  # a file name stays readable: its start, and a hash for the rest
@@ -74,7 +74,7 @@ def job_dir(num: int, sweep_dir: str, overrides, name: str) -> str:
     return f"{num}_{label}"
 
 
-def _swept(master: Path) -> set[str]:
+def swept_keys(master: Path) -> set[str]:
     """The keys a sweep varies: its command line's sweep overrides (a,b / range(...)) and
     its sweep preset's params."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
