@@ -116,6 +116,7 @@ RUN --mount=type=bind,from=builder,source=/build,target=/build \
         --no-deps -r /build/test.txt
 COPY pyproject.toml uv.lock ./
 COPY tests ./tests
+COPY bench ./bench
 USER 1000:1000
 
 # --- TensorBoard alone ---------------------------------------------------------------------------

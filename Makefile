@@ -79,7 +79,7 @@ venv: ## Create .venv exactly as uv.lock pins it (needs uv: pip install uv)
 	$(UV) sync --frozen
 
 bench: venv ## Benchmark against a plain loop, the DataLoader path and the hardware (~40 min)
-	$(RUN) python -m train.bench $(ARGS)
+	$(RUN) python -m bench.speed $(ARGS)
 
 bench-data: venv ## Benchmark reading your own data: a large CSV, an image folder (~2 min)
 	$(RUN) python -m bench.data $(ARGS)
@@ -93,10 +93,10 @@ train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digit
 tensorboard-local: venv ## Serve ./runs natively at http://127.0.0.1:6006
 	$(RUN) tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
-test: venv ## Run the test suite (everything but the docker, slow and gpu tiers)
+test: venv ## Unit and in-process integration tests (not the slow, docker and gpu tiers)
 	$(RUN) pytest $(PYTEST_ARGS)
 
-test-slow: venv ## The slow tier: torchrun with the defaults, the 30-kill loop, ... (CI runs it)
+test-slow: venv ## The slow tier: tests that start processes (CLI, torchrun, kills; CI runs it)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
 test-docker: venv ## Build and run the images on a real Docker engine (docker tier)

@@ -46,15 +46,11 @@ def by_hand(lab: str) -> float:
 def _by_hand(lab: str) -> float:
     """The loop a learner writes: model, optimizer and tensors as the preset builds them."""
     import torch
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from train import app, config, rundir
+    from train import conf
 
-    config.register()
-    rundir.register_resolvers()
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={lab}"])
+    cfg = conf.compose([f"experiment={lab}"])
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)

@@ -4,15 +4,15 @@ import json
 from pathlib import Path
 
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from runs import events
 
 
 def outcome(run: Path) -> tuple[dict, dict, str, dict]:
     """Final weights, optimizer state, metrics.json and every logged training scalar; not the
     timing (metrics.json "timing", the train/ group's timing tags), which no two runs share."""
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
+    acc = events(run)
     timing = {"train/samples_per_s", "train/epoch_seconds", "train/validation_share"}
     tags = [t for t in acc.Tags()["scalars"] if t not in timing]
     scalars = {t: [(e.step, repr(e.value)) for e in acc.Scalars(t)] for t in tags}  # repr: exact

@@ -1,30 +1,25 @@
 """Shared test fixtures: tiny data written in the real on-disk formats, and two ways to train:
-in-process through the composed config (fast), and as a user does (`python -m train`)."""
+in-process through the composed config (fast), and as a user does (`python -m train`).
+
+The tiers: tests/unit/ (no training run, no process started), the in-process integration
+tests beside it (both: `make test`), and `slow`, which every test that starts processes joins
+(those using the `cli` or `torchrun` fixtures automatically; others are marked by hand):
+`make test-slow`. CI runs every tier."""
 
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from train import app, config, rundir
+from bench.speed import write_idx  # (MNIST's file format: the benchmark writes it too)
+from train import app, conf, rundir
 
 ROOT = Path(__file__).resolve().parent.parent
-config.register()
-rundir.register_resolvers()
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file (the MNIST format): magic, big-endian dimensions, then uint8 data."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    head = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(head + array.astype(np.uint8).tobytes())
 
 
 def learnable_images(n: int, shape: tuple, classes: int, seed: int):
@@ -102,17 +97,11 @@ SMALL = ["trainer.progress=lines", "trainer.max_epochs=1", "trainer.num_sample_i
 
 
 def compose_config(runs_dir: Path, data_dir: Path, overrides, small: bool = True):
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
-        return compose(
-            "config",
-            return_hydra_config=True,
-            overrides=[
-                f"paths.runs_dir={runs_dir}",
-                f"paths.data_dir={data_dir}",
-                *(SMALL if small else ["trainer.progress=lines"]),
-                *overrides,
-            ],
-        )
+    return conf.compose(
+        [f"paths.runs_dir={runs_dir}", f"paths.data_dir={data_dir}",
+         *(SMALL if small else ["trainer.progress=lines"]), *overrides],
+        hydra=True,
+    )  # fmt: skip
 
 
 def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = True,
@@ -145,6 +134,23 @@ def train_run(tmp_path, data_dir):
     return run
 
 
+def trained_once(tmp_path_factory, data_dir, *overrides):
+    """A fixture's body: train `overrides` once (per module, as the fixture's scope says) and
+    give each test its own copy of the runs dir (`copy_of`), which it may change freely."""
+    root = tmp_path_factory.mktemp("trained") / "runs"
+    return train_in_process(root, data_dir, overrides, small=True)
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """`run` copied into tmp_path/runs at the same place relative to its runs dir."""
+    import shutil
+
+    runs = run.parent.parent
+    target = tmp_path / "runs" / run.relative_to(runs)
+    shutil.copytree(run, target)
+    return target
+
+
 @pytest.fixture
 def cli(tmp_path, data_dir):
     """Run `python -m <module> args...` as a user would, in tmp_path; the CompletedProcess."""
@@ -165,3 +171,11 @@ def cli(tmp_path, data_dir):
         )
 
     return run
+
+
+@pytest.hookimpl(tryfirst=True)  # (before -m selects by marker)
+def pytest_collection_modifyitems(items):
+    """Tests that start processes (`python -m ...`, torchrun) are the slow tier's."""
+    for item in items:
+        if {"cli", "torchrun"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

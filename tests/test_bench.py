@@ -2,21 +2,27 @@
 well formed and consistent with each other. (Not the speed: docs/benchmarks.md has that.)"""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from train.bench import table, targets
+from bench.speed import table, targets
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # (the benchmark in its quick mode: processes, tens of seconds)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "train.bench", "--quick", "--samples", "600", "--batches", "64",
+        [sys.executable, "-m", "bench.speed", "--quick", "--samples", "600", "--batches", "64",
          "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=out.parent,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # (bench/ is beside train/, not installed)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout

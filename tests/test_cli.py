@@ -4,13 +4,10 @@ message and exit code (bad input leaves nothing behind in runs/)."""
 import json
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from runs import events, run_dirs
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
-
-
-def run_dirs(tmp_path):
-    return sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.json"))
 
 
 def test_help_lists_the_groups(cli):
@@ -30,20 +27,20 @@ def test_info_and_cfg_job(cli):
 def test_a_run_says_its_device_and_writes_its_dir(cli, tmp_path):
     out = cli(*QUICK)
     assert out.returncode == 0, out.stderr
-    assert "device: cpu (auto: no CUDA device, falling back to CPU" in out.stdout
+    assert "device: cpu, auto: no CUDA device, falling back to CPU" in out.stdout
     assert "epoch 1/1 | train loss" in out.stdout  # a plain line per epoch without a terminal
-    (run,) = run_dirs(tmp_path)
+    (run,) = run_dirs(tmp_path / "runs")
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
 
 
 def test_resume_through_the_cli_keeps_the_original_config(cli, tmp_path):
     assert cli(*QUICK).returncode == 0
-    (run,) = run_dirs(tmp_path)
+    (run,) = run_dirs(tmp_path / "runs")
     before = (run / ".hydra" / "config.yaml").read_text()
     out = cli("data=digits", "trainer.max_epochs=2", f"resume={run}")
     assert out.returncode == 0, out.stderr
     assert "resuming from epoch 1" in out.stdout
-    assert run_dirs(tmp_path) == [run]
+    assert run_dirs(tmp_path / "runs") == [run]
     assert (run / ".hydra" / "config.yaml").read_text() == before
     assert "resume=" in (run / ".hydra" / "resume-1" / "overrides.yaml").read_text()
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
@@ -52,7 +49,7 @@ def test_resume_through_the_cli_keeps_the_original_config(cli, tmp_path):
 def test_sweep_makes_one_run_dir_and_hparams_entry_each(cli, tmp_path):
     out = cli(*QUICK, "optim=sgd,adam", flags=["-m"])
     assert out.returncode == 0, out.stderr
-    runs = run_dirs(tmp_path)
+    runs = run_dirs(tmp_path / "runs")
     assert len(runs) == 2 and runs[0].parent == runs[1].parent
     assert [r.name for r in runs] == ["0_optim=sgd", "1_optim=adam"]  # named after what varies
     for run in runs:
@@ -66,9 +63,7 @@ def hparam_infos(run) -> list[tuple[str, str]]:
     """The HPARAMS columns in the order TensorBoard shows them, with their types."""
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-    acc = EventAccumulator(str(run))
-    acc.Reload()
-    for content in acc.PluginTagToContent("hparams").values():
+    for content in events(run).PluginTagToContent("hparams").values():
         data = plugin_data_pb2.HParamsPluginData.FromString(content)
         if data.HasField("experiment"):
             return [(i.name, api_pb2.DataType.Name(i.type)) for i in data.experiment.hparam_infos]
@@ -79,9 +74,7 @@ def hparams_of(run) -> dict:
     """The run's HPARAMS entry, read back with TensorBoard's reader: name -> value."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    acc = EventAccumulator(str(run))
-    acc.Reload()
-    for content in acc.PluginTagToContent("hparams").values():
+    for content in events(run).PluginTagToContent("hparams").values():
         data = plugin_data_pb2.HParamsPluginData.FromString(content)
         if data.HasField("session_start_info"):
             params = data.session_start_info.hparams
@@ -95,7 +88,7 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
               flags=["-m"])  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr  # it did run in parallel
-    runs = run_dirs(tmp_path)
+    runs = run_dirs(tmp_path / "runs")
     assert [r.name for r in runs] == ["0_optim.lr=0.1", "1_optim.lr=0.01"]
     assert [hparams_of(r)["optim.lr"] for r in runs] == [0.1, 0.01]
 
@@ -175,7 +168,7 @@ def test_unwritable_runs_dir(cli, tmp_path):
 
 def test_evaluate_cli(cli, tmp_path):
     assert cli(*QUICK).returncode == 0
-    (run,) = run_dirs(tmp_path)
+    (run,) = run_dirs(tmp_path / "runs")
     out = cli(f"run={run}", module="train.evaluate")
     assert out.returncode == 0, out.stderr
     assert "confusion matrix" in out.stdout and (run / "evaluation-test.json").is_file()

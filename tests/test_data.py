@@ -142,8 +142,12 @@ def test_image_folder_reads_pngs(tmp_path):
 def test_bad_fractions_and_sizes():
     with pytest.raises(UserError, match=r"val_fraction=1.5 is outside \[0, 1\)"):
         D.synthetic(50, [3], 2, 0, **{**COMMON, "val_fraction": 1.5})
+    from omegaconf import OmegaConf
+
+    from train.build import _batch_sizes  # (the loader's settings: checked where batches are made)
+
     with pytest.raises(UserError, match="batch_size=0"):
-        D.synthetic(50, [3], 2, 0, **{**COMMON, "batch_size": 0})
+        _batch_sizes(OmegaConf.create({"batch_size": 0, "eval_batch_size": 64}))
 
 
 def test_batches_cover_each_epoch_once_in_a_seeded_order():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from compare import assert_same, outcome
 
+from runs import run_dirs
 from train import checkpoint, models
 from train.batches import bounds, part, shard_bounds
 
@@ -38,10 +39,6 @@ def torchrun(tmp_path, data_dir):
                               timeout=timeout, env=env)  # fmt: skip
 
     return run
-
-
-def run_dirs(runs: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in runs.rglob("checkpoints/last.pt"))
 
 
 def files(run: Path) -> list[str]:

@@ -108,7 +108,7 @@ def test_the_runtime_images_carry_no_build_or_test_tools(project):
 
 def test_train_in_the_image_writes_a_run_the_host_can_load(project):
     out = project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=2", check=True)
-    assert "device: cpu (auto" in out.stdout
+    assert "device: cpu, auto" in out.stdout
     (run,) = runs_of(project.home)
     for name in (
         "checkpoints/last.pt",
@@ -336,8 +336,13 @@ def test_docker_stop_finishes_the_step_saves_and_exits_143(project):
     runs = project.home / "runs-stop"
     runs.mkdir()
     name = f"train-stop-{os.getpid()}"
-    args = ["data=synthetic", "data.num_samples=3000", "model=cnn", "trainer.max_epochs=100",
-            "trainer.checkpoint_every_s=0"]  # (the test waits for the first epoch's last.pt)
+    args = [
+        "data=synthetic",
+        "data.num_samples=3000",
+        "model=cnn",
+        "trainer.max_epochs=100",
+        "trainer.checkpoint_every_s=0",
+    ]  # (the test waits for the first epoch's last.pt)
     out = project("run", "-d", "--name", name, "-v", f"{runs}:/runs", "train", *args, check=True)
     try:
         deadline = time.monotonic() + 300

@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from compare import assert_same, outcome
+from conftest import copy_of, trained_once
 
+from runs import run_dirs
 from train import checkpoint
 from train.errors import UserError
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
-
-
-def runs_in(root: Path) -> list[Path]:
-    return sorted({p.parent.parent for p in root.rglob("checkpoints/last.pt")})
 
 
 @contextlib.contextmanager
@@ -60,9 +58,15 @@ def fill(directory: Path) -> None:
 # --- security ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def _finished_once(tmp_path_factory, data_dir) -> Path:
+    return trained_once(tmp_path_factory, data_dir, "data=digits", "trainer.max_epochs=1")
+
+
 @pytest.fixture
-def finished(train_run, tmp_path) -> Path:
-    return train_run("data=digits", "trainer.max_epochs=1")
+def finished(_finished_once, tmp_path) -> Path:
+    """A finished digits run, trained once for the module; each test gets its own copy."""
+    return copy_of(_finished_once, tmp_path)
 
 
 def forge(run: Path, edit) -> None:
@@ -129,6 +133,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_a_kill_between_best_and_last_resumes_to_the_right_best(tmp_path, data_dir, train_run):
     """A kill between the last.pt and best.pt writes of the final epoch left an old best.pt,
     and the resumed run scored epoch-2 weights as epoch 3's best."""
@@ -138,7 +143,7 @@ def test_a_kill_between_best_and_last_resumes_to_the_right_best(tmp_path, data_d
     out = subprocess.run([sys.executable, "-c", KILLER, *args, f"paths.runs_dir={tmp_path / 'a'}"],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert out.returncode == 137, out.stderr
-    (run,) = runs_in(tmp_path / "a")
+    (run,) = run_dirs(tmp_path / "a")
     assert checkpoint.load(run / "checkpoints" / "last.pt")["state"]["epoch"] == 2
     resumed = subprocess.run([sys.executable, "-m", "train", f"resume={run}"], capture_output=True,
                              text=True)  # fmt: skip
@@ -157,7 +162,7 @@ def test_weights_made_non_finite_by_a_step_are_never_saved(train_run, tmp_path):
                   "sched.gamma=1e45", "trainer.max_epochs=5",
                   "trainer.checkpoint_every_s=0")  # fmt: skip
     assert e.value.code == 3 and "weights became non-finite by step 2" in e.value.message
-    (run,) = runs_in(tmp_path / "runs")
+    (run,) = run_dirs(tmp_path / "runs")
     blob = checkpoint.load(run / "checkpoints" / "last.pt")
     assert blob["state"]["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in blob["model"].values())
@@ -203,7 +208,7 @@ def test_a_full_disk_during_a_save_is_one_paragraph_and_leaves_no_partial_file(
                       runs_dir=disk / "runs")  # fmt: skip
         assert e.value.code == 2 and "could not write checkpoint" in e.value.message
         assert "MB free there" in e.value.message and "partial file was removed" in e.value.message
-        (run,) = runs_in(disk / "runs")
+        (run,) = run_dirs(disk / "runs")
         assert not list((run / "checkpoints").glob(".*tmp*"))
         assert checkpoint.load(run / "checkpoints" / "last.pt")["state"]["epoch"] == 1
 
@@ -272,8 +277,10 @@ def test_two_sweeps_started_in_the_same_second_never_share_a_dir(cli, tmp_path, 
 
 
 def test_a_second_process_on_the_same_run_is_refused_naming_the_first(finished, cli, data_dir):
+    # (epochs without a checkpoint each take milliseconds: the first process must still be
+    # training when the second starts, on any machine, so it is given epochs without end)
     slow = subprocess.Popen([sys.executable, "-m", "train", f"resume={finished}",
-                             "trainer.max_epochs=60", "trainer.patience=null",
+                             "trainer.max_epochs=100000", "trainer.patience=null",
                              f"paths.data_dir={data_dir}"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -281,8 +288,8 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(finished, 
         while (finished / ".lock").read_text().strip() != str(slow.pid):
             assert time.monotonic() < deadline and slow.poll() is None, slow.communicate()
             time.sleep(0.05)
-        for second in ([f"resume={finished}", "trainer.max_epochs=60", "trainer.patience=null"],
-                       ["data=digits", "trainer.max_epochs=60", "trainer.patience=null",
+        for second in ([f"resume={finished}", "trainer.max_epochs=100000", "trainer.patience=null"],
+                       ["data=digits", "trainer.max_epochs=100000", "trainer.patience=null",
                         "resume=auto", f"paths.runs_dir={finished.parent.parent}"]):  # fmt: skip
             out = cli(*second)
             assert out.returncode == 2, out.stdout + out.stderr
@@ -314,6 +321,7 @@ def test_a_damaged_data_cache_is_rebuilt_and_said(tmp_path, damage, caplog):
     assert again.fingerprint == fresh.fingerprint
 
 
+@pytest.mark.slow
 def test_a_signal_during_start_up_exits_143_and_leaves_no_run_dir(tmp_path, data_dir):
     runs = tmp_path / "runs"
     child = subprocess.Popen([sys.executable, "-m", "train", "data=digits",
@@ -346,6 +354,7 @@ def test_a_signal_during_the_final_scoring_does_not_claim_a_resume(train_run, ca
     assert "after training finished" in said and "continues the run" not in said
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_ends_with_the_ranks_143(tmp_path, data_dir):
     runs = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "train.launch", "--standalone", "--nproc_per_node=2", "-m",
@@ -394,9 +403,9 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     while kills < 30 and not done:
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills == 0:  # the first kill only once a checkpoint exists; then resume that run
-            while not runs_in(tmp_path / "killed") and child.poll() is None:
+            while not run_dirs(tmp_path / "killed") and child.poll() is None:
                 time.sleep(0.05)
-            cmd = [*cmd, f"resume={runs_in(tmp_path / 'killed')[0]}"]
+            cmd = [*cmd, f"resume={run_dirs(tmp_path / 'killed')[0]}"]
         if kills % 2:  # every other kill: the moment a save is under way
             deadline = time.monotonic() + 30
             while not saving(tmp_path) and child.poll() is None and time.monotonic() < deadline:
@@ -415,7 +424,7 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     if not done:
         finish = subprocess.run(cmd, capture_output=True, text=True)
         assert finish.returncode == 0, finish.stderr[-3000:]
-    (run,) = runs_in(tmp_path / "killed")
+    (run,) = run_dirs(tmp_path / "killed")
     whole = train_run(*args[:-2], runs_dir=tmp_path / "whole", small=False)
     assert_same(outcome(whole), outcome(run))
     assert not list(tmp_path.rglob(".*.tmp-*")), "temporary files were left behind"

@@ -7,28 +7,30 @@ import shutil
 
 import pytest
 import torch
+from conftest import copy_of, trained_once
 from hydra.utils import instantiate
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from train import rundir
+from runs import events
+from train import resume, rundir
 from train.batches import Batches, Normalizer
+from train.callbacks import process_seconds
 from train.errors import UserError
 from train.evaluate import evaluate_run
-from train.loop import evaluate, process_seconds
+from train.loop import evaluate
 from train.task import Task
 
 DIGITS = ["data=digits", "optim=adam", "optim.lr=0.003", "trainer.max_epochs=3"]
 
 
-def events(run):
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return acc
+@pytest.fixture(scope="module")
+def _digits_once(tmp_path_factory, data_dir):
+    return trained_once(tmp_path_factory, data_dir, *DIGITS)
 
 
 @pytest.fixture
-def digits_run(train_run):
-    return train_run(*DIGITS)
+def digits_run(_digits_once, tmp_path):
+    """DIGITS trained once for the module; each test gets its own copy of the run."""
+    return copy_of(_digits_once, tmp_path)
 
 
 def test_checkpoint_loads_into_a_fresh_model_and_reproduces_the_logged_val_metric(digits_run):
@@ -116,7 +118,7 @@ def test_resume_of_another_model_names_the_mismatch(train_run):
 
 def test_resume_pointing_at_nothing(tmp_path):
     with pytest.raises(UserError, match="points at nothing"):
-        rundir.resumed_run_dir(str(tmp_path / "gone"))
+        resume.resumed_run_dir(str(tmp_path / "gone"))
 
 
 def test_evaluate_matches_the_run_and_never_overwrites(digits_run):

@@ -18,6 +18,7 @@ from hydra.errors import ConfigCompositionException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runs import the_run
 from train import checkpoint, rundir
 from train.errors import UserError
 from train.task import Task
@@ -27,11 +28,6 @@ SLOW_EPOCHS = ["trainer.checkpoint_every_s=0",  # (the test waits for the first 
                "data=synthetic", "data.num_samples=1500", "model=cnn", "model.channels=[8,16]",
                "data.batch_size=32", "trainer.max_epochs=25", "trainer.log_every_n_steps=1",
                "trainer.progress=lines"]  # fmt: skip
-
-
-def the_run(runs: Path) -> Path:
-    (run,) = {p.parent.parent for p in runs.rglob("checkpoints/last.pt")}
-    return run
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -68,6 +64,7 @@ for i in range(1, 10**6):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_save_leaves_last_pt_intact(tmp_path):
     for round_ in range(5):  # 15 kills in all, three savers at a time
         paths = [tmp_path / f"{round_}-{i}" / "checkpoints" / "last.pt" for i in range(3)]

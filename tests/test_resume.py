@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from compare import assert_same, outcome
 
+from runs import the_run
 from train import resume
 
 CNN = ["data=digits", "model=cnn", "model.channels=[8]", "optim.lr=0.003",
@@ -22,11 +23,6 @@ def tree(run: Path) -> dict:
     """Every file under the run dir and its bytes' hash: byte-for-byte comparisons."""
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(run.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-def the_run(runs: Path) -> Path:
-    (run,) = {p.parent.parent for p in runs.rglob("checkpoints/last.pt")}
-    return run
 
 
 @pytest.fixture(scope="module")

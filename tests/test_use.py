@@ -11,8 +11,8 @@ import torch
 from conftest import train_in_process, write_class_table
 from hydra.utils import instantiate
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from runs import events
 from train import export, summary
 from train.batches import Normalizer
 from train.errors import UserError
@@ -154,8 +154,7 @@ def test_summary_counts_every_parameter_and_goes_into_the_run(runs, family):
     layer_params = [int(ln.split()[-1].replace(",", "")) for ln in lines[rules[1] + 1 : rules[2]]]
     assert sum(layer_params) == total  # every parameter sits in one listed layer
     assert (runs[family] / "summary.txt").read_text().strip() == text
-    acc = EventAccumulator(str(runs[family]), size_guidance={"tensors": 0})
-    acc.Reload()
+    acc = events(runs[family])
     assert "viz/model summary/text_summary" in acc.Tags()["tensors"]
     assert acc.Tags()["graph"], "no model graph in TensorBoard"
 

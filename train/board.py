@@ -50,20 +50,11 @@ def _writer_errors_said_once(args) -> None:
         sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
 
 
-class NoWriter:
-    """A writer that writes nothing: torchrun's ranks other than 0 (rank 0 logs for all)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
 def scalars(writer: SummaryWriter, values: dict[str, float], step: int) -> None:
     """Every tag's value at `step` in one event (TensorBoard reads each as its own curve):
     one write instead of one per tag, which cost ~12 us each at every epoch's end."""
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    if isinstance(writer, NoWriter):
-        return
     summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v))
                              for tag, v in values.items()])  # fmt: skip
     writer._get_file_writer().add_summary(summary, step)
@@ -76,8 +67,6 @@ def hparams(writer: SummaryWriter, params: dict, metrics: list[str], step: int) 
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-    if isinstance(writer, NoWriter):
-        return
     start, infos = plugin_data_pb2.SessionStartInfo(), []
     for key, value in params.items():
         if isinstance(value, bool):
@@ -96,8 +85,9 @@ def hparams(writer: SummaryWriter, params: dict, metrics: list[str], step: int) 
         content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
             plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()))  # fmt: skip
-        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag,
-                                                                           metadata=meta)]), step)
+        writer._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=meta)]), step
+        )
 
 
 def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4) -> Tensor:

@@ -1,4 +1,5 @@
-"""Checkpoints: a dict whose "model" entry is a plain `state_dict`, plus what resume needs.
+"""Checkpoints: a dict whose "model" entry is a plain `state_dict`, plus what resume needs;
+read back as a typed `Checkpoint` (one reader, `Checkpoint.read`, that knows each format).
 
 Saved atomically (a temporary file in the same directory, fsynced, then renamed over the old
 one), so a crash mid-save leaves the previous checkpoint intact. Loaded only with
@@ -10,6 +11,7 @@ import os
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,45 @@ import torch
 from torch import nn
 
 from train.errors import UserError
+
+FORMAT = 1  # the layout below; files written before it was recorded are format 1 too
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's contents, typed. `state` is the loop's State as a dict; `config` the
+    run's resolved config (untrusted: rebuilt only through train.targets); `data` its DataMeta
+    as a dict; `choices` the config groups' options."""
+
+    model: dict
+    optimizer: dict
+    scheduler: dict | None
+    scaler: dict
+    state: dict
+    rng: dict
+    config: dict
+    data: dict
+    choices: dict | None = None  # (not in the first checkpoints written)
+    torch: str | None = None
+    format: int = FORMAT
+
+    @classmethod
+    def read(cls, path: Path) -> "Checkpoint":
+        """The checkpoint at `path`, verified (see `load`); one of another format refused."""
+        blob = load(path)
+        version = blob.get("format", 1)
+        if version != FORMAT:
+            raise UserError(
+                f"checkpoint {path} is format {version!r}; this version of train reads format "
+                f"{FORMAT}. Use the version that wrote it (its run.json names the packages)."
+            )
+        names = {f.name for f in fields(cls)}
+        if missing := sorted(names - {"format", "choices", "torch"} - set(blob)):
+            raise UserError(f"checkpoint {path} is incomplete: it has no {', '.join(missing)}.")
+        kinds = {"state": dict, "config": dict, "data": dict}
+        if wrong := [k for k, kind in kinds.items() if not isinstance(blob[k], kind)]:
+            raise UserError(f"checkpoint {path} is malformed: {', '.join(wrong)} not a mapping.")
+        return cls(**{k: blob[k] for k in names if k in blob})
 
 
 def temp_name(path: Path) -> Path:
@@ -253,6 +294,7 @@ class Saver:
             "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
             "choices": self.choices,
             "torch": str(torch.__version__),
+            "format": FORMAT,
         }
         if copy:  # what changes as training goes on; config, data and choices do not
             payload["model"] = {k: v.detach().clone() for k, v in payload["model"].items()}
@@ -261,19 +303,19 @@ class Saver:
         return payload
 
     @staticmethod
-    def restore(blob: dict, source: Path, model, optimizer, scheduler, scaler) -> dict:
+    def restore(blob: "Checkpoint", source: Path, model, optimizer, scheduler, scaler) -> dict:
         """Put back weights, optimizer, scheduler, scaler and RNGs; return the loop state."""
-        load_model(model, blob["model"], source)
+        load_model(model, blob.model, source)
         try:
-            optimizer.load_state_dict(blob["optimizer"])
+            optimizer.load_state_dict(blob.optimizer)
         except (ValueError, KeyError) as e:
             raise UserError(
                 f"checkpoint {source}: its optimizer state does not fit optim ({e}); "
                 "resume with the run's own optim config."
             ) from None
-        if scheduler is not None and blob["scheduler"] is not None:
-            scheduler.load_state_dict(blob["scheduler"])
-        if blob["scaler"]:
-            scaler.load_state_dict(blob["scaler"])
-        set_rng_state(blob["rng"])
-        return blob["state"]
+        if scheduler is not None and blob.scheduler is not None:
+            scheduler.load_state_dict(blob.scheduler)
+        if blob.scaler:
+            scaler.load_state_dict(blob.scaler)
+        set_rng_state(blob.rng)
+        return blob.state

@@ -317,20 +317,12 @@ class EvaluateConfig:
     out: str | None = None  # null: <run>/evaluation-<split>.json; a file (e.g. a read-only run)
 
 
-def register_evaluate() -> None:
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-
-
 @dataclass
 class PredictConfig:
     run: str = MISSING  # the run directory whose model predicts
     inputs: str = MISSING  # a file, a folder or a quoted glob
     checkpoint: str = "best"  # best | last
     out: str | None = None  # also write the predictions to this CSV (never over an existing file)
-
-
-def register_predict() -> None:
-    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 
 
 @dataclass
@@ -341,8 +333,12 @@ class ExportConfig:
     out: str | None = None  # null: beside the checkpoint; a file (e.g. a read-only run)
 
 
-def register_export() -> None:
-    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+def register_commands() -> None:
+    """The schemas of evaluate, predict and export."""
+    cs = ConfigStore.instance()
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="export_schema", node=ExportConfig)
 
 
 # --- checks on a composed config: before any work, with the key named -----------------------

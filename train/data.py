@@ -9,13 +9,13 @@ files are read by `train.tables`, image files by `train.images` and `train.folde
 import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from train.cache import load_cache, save_cache
 from train.errors import UserError
 
 log = logging.getLogger("train")
@@ -57,8 +57,6 @@ class Data:
     scale: float
     mean: Tensor
     std: Tensor
-    batch_size: int
-    eval_batch_size: int
     feature_names: list[str] | None = None  # tables: the model's inputs, in order
     # Regression targets reach the loss as (y - target_mean) / target_std (None: as they are).
     target_mean: Tensor | None = None
@@ -367,9 +365,10 @@ def _build(train: Split, test: Split | None, task: str, class_names: list[str] |
 
 
 def _finish(train: Split, val: Split | None, test: Split | None, task: str,
-            class_names: list[str] | None, *, scale: float, batch_size: int,
-            eval_batch_size: int, normalize: bool, **_split) -> Data:  # fmt: skip
-    """The `Data` of ready splits: shapes, classes, and the training split's statistics."""
+            class_names: list[str] | None, *, scale: float, normalize: bool,
+            **_split_and_loader) -> Data:  # fmt: skip
+    """The `Data` of ready splits: shapes, classes, and the training split's statistics.
+    (The data group's batch sizes are the loader's, read by train.build, not data's.)"""
     if task == "classification" and (class_names is None or len(class_names) < 2):
         raise UserError(f"classification needs at least 2 classes; the data has {class_names}.")
     sample = train.x[:1] if isinstance(train, TensorSplit) else train.dataset[0][0][None]
@@ -378,7 +377,7 @@ def _finish(train: Split, val: Split | None, test: Split | None, task: str,
         mean, std = torch.zeros(sample.shape[1]), torch.ones(sample.shape[1])
     data = Data(train, val, test, task, tuple(sample.shape[1:]),
                 len(class_names) if task == "classification" else None, class_names, scale, mean,
-                std, batch_size, eval_batch_size)  # fmt: skip
+                std)  # fmt: skip
     if task == "regression" and normalize:  # the loss sees standardised targets; every metric,
         y = train.y.double()  # prediction and export stays in the target's own units
         data.target_mean = y.mean(0).float()
@@ -387,12 +386,7 @@ def _finish(train: Split, val: Split | None, test: Split | None, task: str,
     return data
 
 
-def _check_sizes(batch_size, eval_batch_size, val_fraction, test_fraction, **_) -> None:
-    if batch_size < 1 or eval_batch_size < 1:
-        raise UserError(
-            f"data.batch_size={batch_size} and data.eval_batch_size={eval_batch_size} must both "
-            "be at least 1."
-        )
+def _check_sizes(val_fraction, test_fraction, **_) -> None:
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= f < 1:
             raise UserError(f"data.{name}={f} is outside [0, 1); use e.g. data.{name}=0.1.")
@@ -466,42 +460,6 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     split = TensorSplit(x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long))
     digest = save_cache(cache, {"x": split.x, "y": split.y, "classes": list(ds.classes)})
     return split, list(ds.classes), digest
-
-
-def load_cache(path: Path) -> dict | None:
-    """A decoded data cache, or None when there is none or it does not verify against its
-    checksum (a flipped bit, a truncated file): then it is rebuilt, and the log says so."""
-    from train import checkpoint
-
-    if not path.is_file():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        stored = blob.pop("sha256")
-        ok = stored == checkpoint.digest(blob)
-    except Exception:  # noqa: BLE001 - any damage at all: decode the data again
-        ok = False
-    if not ok:
-        log.warning("the data cache %s is damaged (it does not verify); rebuilding it", path)
-        return None
-    return {**blob, "sha256": stored}
-
-
-def save_cache(path: Path, blob: dict) -> str:
-    """Written atomically, with a checksum, which is returned. Best effort: a read-only data
-    volume just means decoding again next time."""
-    from train import checkpoint
-
-    digest = checkpoint.digest(blob)
-    tmp = checkpoint.temp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.clean_stale(path.parent, locked=False)
-        torch.save({**blob, "sha256": digest}, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError):  # (torch.save reports a full disk as a RuntimeError)
-        tmp.unlink(missing_ok=True)
-    return digest
 
 
 def fingerprint(*parts: str) -> str:

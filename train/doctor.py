@@ -174,15 +174,11 @@ def warnings(data_dir: Path, num_workers: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from train import config
-    from train.app import CONF_DIR
+    from train import conf
 
-    config.register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=argv)
+    cfg = conf.compose(argv)
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
     checks = [
         gpu(),

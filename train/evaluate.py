@@ -11,8 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import config
-from train.app import CONF_DIR
+from train import conf
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -20,11 +19,11 @@ SPLITS = ("train", "val", "test")
 
 
 def main() -> None:
-    config.register_evaluate()
+    conf.register()
     run_entrypoint(_hydra_main)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=conf.CONF_DIR, config_name="evaluate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size, out)
@@ -55,14 +54,13 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
     data = targets.call("data", trained.config["data"])
     # Score with the normalisation the model was trained with, whatever the data looks like now.
     data.mean, data.std = torch.tensor(meta.mean), torch.tensor(meta.std)
-    if batch_size is not None:
-        data.eval_batch_size = batch_size
     if getattr(data, split) is None:
         have = [s for s in SPLITS if getattr(data, s) is not None]
         raise UserError(f"split={split}: this run's data has no {split} split; it has {have}.")
     model = trained.model.to(device)
+    size = batch_size or trained.config["data"].get("eval_batch_size") or 1024
     results, confusion = report.score(model, data, trained.task, device, nullcontext,
-                                      splits=(split,))  # fmt: skip
+                                      splits=(split,), batch_size=size)  # fmt: skip
     saved = {
         "run": str(run),
         "checkpoint": str(path),

@@ -13,8 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import config
-from train.app import CONF_DIR
+from train import conf
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -25,11 +24,11 @@ HELD_OUT = 256
 
 
 def main() -> None:
-    config.register_export()
+    conf.register()
     run_entrypoint(_hydra_main)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
+@hydra.main(config_path=conf.CONF_DIR, config_name="export", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     export_run(Path(cfg.run), cfg.format, cfg.checkpoint, out)

@@ -7,14 +7,9 @@ from train.errors import run_entrypoint
 
 
 def main(argv: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
+    from train import conf, targets
 
-    from train import config, targets
-    from train.app import CONF_DIR
-
-    config.register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=argv)
+    cfg = conf.compose(argv)
     extra = {"download": True} if "download" in cfg.data else {}
     data = targets.instantiate("data", cfg.data, **extra)
     sizes = ", ".join(

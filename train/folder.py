@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from train import images
+from train.cache import load_cache, save_cache
 from train.errors import UserError
 
 log = logging.getLogger("train")
@@ -148,8 +149,6 @@ def load(path: Path, lay: Layout) -> Tensor:
 def decode(listing: Listing, lay: Layout, cache: Path, split: str) -> Tensor:
     """Every image of `listing` as one uint8 tensor (N, C, H, W), cached beside `cache` by the
     files' sizes and modification times and the layout."""
-    from train.data import load_cache, save_cache
-
     key = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(lay), [
         (str(f), _stat(f)) for f in listing.files]]).encode()).hexdigest()[:16]  # fmt: skip
     path = cache.with_name(f"tensors-{split}-{key}.pt")

@@ -1,20 +1,19 @@
-"""The training loop: epochs of steps, with the side concerns (logging, checkpoints, early
-stopping, step limits) as small named pieces around the step rather than inside it."""
+"""The training loop: `fit` runs epochs of `train_steps` and validation, and owns what decides
+how the model trains (the step, the monitored best and early stopping, max_steps, a signal as
+the ranks agree on it, non-finite losses). What only reports or saves (the console, TensorBoard,
+checkpoints, timing) attaches as a `Callback` (train.callbacks)."""
 
 import logging
 import math
-import os
-import resource
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from train import board, distributed
+from train import distributed
 from train.batches import Batches, epoch_order
 from train.errors import UserError
 from train.progress import track
@@ -42,62 +41,6 @@ class Settings:
     print_every_s: float = 0.0  # an epoch line at most this often (the last one always)
 
 
-class Checkpoints:
-    """When last.pt and best.pt are written (trainer.checkpoint_every_s): at an epoch's end
-    once that many seconds have passed since the last write (0: every epoch), and always at
-    the end of training, on a stop mid-epoch (a signal, max_steps) and before a stop for a
-    non-finite loss: a kill -9 loses at most that much training. Meanwhile the best weights
-    wait in memory. best.pt is written before last.pt, and the TensorBoard writer is flushed
-    before either: whatever a checkpoint holds, its scalars are on disk too."""
-
-    def __init__(self, payload, write, every_s: float, writer):
-        self.payload, self.write, self.every_s, self.writer = payload, write, every_s, writer
-        self.best: dict | None = None  # a better epoch's payload, not written yet
-        self.since = time.monotonic()
-        self.step: int | None = None  # of the last write
-
-    def epoch_end(self, state: "State", improved: bool, final: bool) -> None:
-        if final or time.monotonic() - self.since >= self.every_s:
-            self.now(state, improved)
-        elif improved:
-            self.best = self.payload(state, copy=True)
-
-    def now(self, state: "State", improved: bool = False) -> None:
-        """Write what is pending: best.pt (this state's, if it `improved`), then last.pt."""
-        self.writer.flush()
-        if improved or self.best is not None:
-            self.write("best", self.payload(state) if improved else self.best)
-            self.best = None
-        self.write("last", self.payload(state))
-        self.since, self.step = time.monotonic(), state.step
-
-    def pending(self, state: "State") -> bool:
-        return self.best is not None or self.step != state.step
-
-
-class EpochLines:
-    """The console's epoch lines, at most every `every_s` seconds when epochs are fast; the
-    last epoch always, and the best one at the end if its line was skipped."""
-
-    def __init__(self, every_s: float):
-        self.every_s, self.last = every_s, float("-inf")
-        self.best = None  # the best epoch's line (a function), when it was not printed
-
-    def epoch(self, line, improved: bool, final: bool) -> None:
-        """`line()` formats the epoch's line: called only when it is printed."""
-        now = time.monotonic()
-        printed = final or now - self.last >= self.every_s
-        if printed:
-            log.info("%s", line())
-            self.last = now
-        if improved:
-            self.best = None if printed else line
-
-    def end(self) -> None:
-        if self.best is not None:
-            log.info("best: %s", self.best())
-
-
 class NonFiniteLoss(Exception):
     """The loss of a batch was NaN or infinite; nothing was stepped with it."""
 
@@ -123,42 +66,6 @@ class State:
         out = dict(vars(self))
         out["history"] = list(self.history)
         return out
-
-
-@dataclass
-class Timing:
-    """Where this invocation's time went (metrics.json "timing"; TensorBoard's
-    train/samples_per_s, train/epoch_seconds, train/validation_share).
-
-    Start-up is process start to the end of the first optimizer step; epochs are timed from
-    then on, so the first epoch's figure excludes start-up, as the benchmark requires.
-    """
-
-    first_step_s: float | None = None
-    epochs: list[dict] = field(default_factory=list)
-    loop_s: float | None = None  # the end of the first step to the end of the last epoch
-    loop_start: float | None = None  # (perf_counter at the end of the first step)
-
-    def to_dict(self, device) -> dict:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (Linux: KiB)
-        out = {"first_step_s": self.first_step_s, "loop_s": self.loop_s, "epochs": self.epochs,
-               "peak_rss_mb": rss}  # fmt: skip
-        if device.type == "cuda":
-            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        return out
-
-
-def process_seconds() -> float:
-    """Seconds since this process started (Linux: from /proc; elsewhere: since train loaded)."""
-    try:
-        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - started / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return time.perf_counter() - _LOADED
-
-
-_LOADED = time.perf_counter()
 
 
 def train_steps(
@@ -225,152 +132,216 @@ def evaluate(
     return meter
 
 
-def fit(
-    model,
-    optimizer,
-    scheduler,
-    scaler,
-    task: Task,
-    train: Batches,
-    val: Batches | None,
-    s: Settings,
-    state: State,
-    seed: int,
-    *,
-    autocast,
-    writer,
-    checkpoints: Checkpoints,
-    stop=None,
-    timing: Timing | None = None,
-    evaluator: nn.Module | None = None,
-) -> State:
-    """Train to max_epochs, max_steps, early stop or `stop` turning true (a signal);
-    `checkpoints` decides when last.pt and best.pt are written (at the end, always).
+@dataclass
+class Loop:
+    """What `fit` trains, as plain objects (built by `train.build`; nothing here reads cfg)."""
 
-    Under torchrun every rank runs this with its own shard (`train` knows it); the ranks agree
-    on each step's loss and on stopping, and sum their metrics before anything is decided.
-    `evaluator` is the model for validation (default `model`; the plain module under DDP).
+    model: nn.Module  # what steps call: the module, or its DDP / compiled wrapper
+    evaluator: nn.Module  # what validation calls (the plain module under DDP)
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], AbstractContextManager]
+    task: Task
+    train: Batches
+    val: Batches | None
+    settings: Settings
+    seed: int
+    stop: StopRequest = field(default_factory=StopRequest)
+
+
+@dataclass
+class Epoch:
+    """An epoch as it ended: what the callbacks report and save."""
+
+    number: int  # epochs completed, this one included
+    results: dict[str, dict[str, float]]  # split -> metric -> value
+    improved: bool  # the monitored value is the best so far
+    final: bool  # training ends after this epoch
+    lr: float
+    samples: int  # trained this epoch, over all ranks
+    seconds: float  # training and validation
+    val_seconds: float
+
+    @property
+    def speed(self) -> float:
+        """Samples per second of training (validation excluded)."""
+        return self.samples / max(self.seconds - self.val_seconds, 1e-9)
+
+
+class Callback:
+    """A side concern of the loop (console, TensorBoard, checkpoints, timing...): every hook
+    is optional, and none changes how the model trains."""
+
+    def on_step_end(self, state: State, loss: float) -> None:
+        """After an optimizer step (`state.step` counts it); `loss` as the ranks agree on it."""
+
+    def on_epoch_end(self, state: State, epoch: Epoch) -> None:
+        """After an epoch and its validation."""
+
+    def on_stop(self, state: State) -> None:
+        """Training stops inside an epoch (a signal, max_steps, a non-finite loss): what must
+        be written, write now (`state.meter` holds the epoch's sums)."""
+
+    def on_fit_end(self, state: State) -> None:
+        """Training is over, however it ended (not after an exception)."""
+
+
+def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
+    """Train to max_epochs, max_steps, an early stop or a signal (`loop.stop`); the callbacks
+    report and save around the steps.
+
+    Under torchrun every rank runs this with its own shard (`loop.train` knows it); the ranks
+    agree on each step's loss and on stopping, and sum their metrics before anything is decided.
     """
-    monitor_split = "val" if val is not None else "train"
-    timing = timing if timing is not None else Timing()
-    stop = stop if stop is not None else StopRequest()
-    evaluator = evaluator if evaluator is not None else model
-    ranks = distributed.ranks()
-
-    lines = EpochLines(s.print_every_s)
-    stopping = [False]  # a signal, as the ranks agreed on it: all of them stop at one step
-
-    def agree(signum: int | None) -> None:
-        if signum is not None:
-            stopping[0] = True
-            stop.adopt(signum)
-
-    def read_loss(loss: torch.Tensor) -> float:
-        value, signum = distributed.step_consensus(loss, stop.signum)
-        agree(signum)
-        return value
-
-    def halt() -> bool:  # (never `stop` itself: a signal may reach one rank a step early)
-        return _limit(s, state) or stopping[0]
-
-    def halt_between_steps() -> bool:
-        agree(distributed.any_signal(stop.signum))
-        return halt()
-
-    while state.epoch < s.max_epochs and not state.stopped_early and not halt_between_steps():
-        start, skipped_before = state.batch_in_epoch, state.skipped
-        clock = [time.perf_counter(), 0]  # when this epoch's timing began, samples before it
-        meter = task.meter(train.device)
-        if state.meter is not None and ranks.main:  # (saved summed over ranks)
-            meter.load_state_dict(state.meter)
-        order = epoch_order(len(train.split), seed, state.epoch)
-        desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
-        batches = track(train.ordered(order, start), len(train) - start, desc, s.progress)
-
-        def after_step(loss: float, meter=meter, clock=clock) -> bool:
-            state.step += 1
-            if timing.first_step_s is None:  # start-up ends here; timing starts now
-                timing.first_step_s = process_seconds()
-                log.info("first optimizer step done %.1fs after start", timing.first_step_s)
-                clock[:] = time.perf_counter(), meter.n
-                timing.loop_start = clock[0]
-            if state.step % s.log_every_n_steps == 0:
-                writer.add_scalar("train/loss_step", loss * task.loss_scale, state.step)
-            return halt()
-
-        def on_skip() -> None:
-            state.skipped += 1
-
-        try:
-            done = train_steps(model, batches, optimizer, task, meter, autocast=autocast,
-                               scaler=scaler, grad_clip=s.grad_clip,
-                               skip_nonfinite=s.skip_nonfinite, after_step=after_step,
-                               on_skip=on_skip, read_loss=read_loss)  # fmt: skip
-        except NonFiniteLoss as e:
-            state.batch_in_epoch = start + e.args[1] - 1  # the batches before the bad one
-            _keep_mid_epoch(state, meter, checkpoints)
-            raise UserError(
-                f"the loss became {e.args[0]} at step {state.step + 1} (epoch {state.epoch + 1}, "
-                f"batch {start + e.args[1]}); the run stopped before updating the weights with "
-                "it, and checkpoints/last.pt holds the run just before that step. Lower "
-                "optim.lr, set trainer.grad_clip, or skip such batches with "
-                "trainer.on_nonfinite=skip.",
-                code=EXIT_NONFINITE,
-            ) from None
-        state.batch_in_epoch = start + done
-        samples = (meter.n - clock[1]) * ranks.world  # (every rank trains equal shards)
-        if state.skipped - skipped_before > 0:
-            _check_skipping(state.skipped - skipped_before, done, state, meter, checkpoints)
-        if state.batch_in_epoch < len(train):  # stopped mid-epoch: keep the sums, resume exactly
-            _keep_mid_epoch(state, meter, checkpoints)
-            log.info("stopped at step %d, batch %d of epoch %d; checkpoints/last.pt resumes it",
-                     state.step, state.batch_in_epoch, state.epoch + 1)  # fmt: skip
+    s, halt = loop.settings, _Halt(loop.stop, loop.settings, state)
+    clock = _Clock(state.step)
+    while state.epoch < s.max_epochs and not state.stopped_early and not halt.between_steps():
+        epoch = _train_epoch(loop, state, halt, clock, callbacks)
+        if epoch is None:  # stopped mid-epoch
             break
-        meter.all_reduce()
-        state.epoch, state.batch_in_epoch, state.meter = state.epoch + 1, 0, None
-        if scheduler is not None:
-            scheduler.step()
-        results = {"train": meter.compute()}  # (reading the metrics waits for the device)
-        val_start = time.perf_counter()
-        if val is not None:
-            checked = evaluate(evaluator, val, task, autocast)
-            checked.all_reduce()  # (each rank scored its part of the split)
-            results["val"] = checked.compute()
-            if not math.isfinite(results["val"]["loss"]):
-                log.warning("epoch %d: the validation loss is %s (the model's outputs overflow "
-                            "on some validation examples)", state.epoch,
-                            results["val"]["loss"])  # fmt: skip
-        val_s = time.perf_counter() - val_start
-        improved = _watch(results[monitor_split][s.monitor], s, state)
-        seconds = time.perf_counter() - clock[0]  # training and validation
-        timing.epochs.append({"epoch": state.epoch, "samples": samples,
-                              "seconds": seconds, "val_seconds": val_s})  # fmt: skip
-        final = state.epoch >= s.max_epochs or state.stopped_early or halt()
-        line = _report(writer, results, optimizer, state, s, timing.epochs[-1])
-        lines.epoch(line, improved, final)
-        checkpoints.epoch_end(state, improved, final)
-    if checkpoints.pending(state):  # (a signal or max_steps between two epochs)
-        checkpoints.now(state)
-    lines.end()
-    if timing.loop_start is not None:
-        timing.loop_s = time.perf_counter() - timing.loop_start
+        for cb in callbacks:
+            cb.on_epoch_end(state, epoch)
+    for cb in callbacks:
+        cb.on_fit_end(state)
     return state
 
 
-def _keep_mid_epoch(state: State, meter: Meter, checkpoints: Checkpoints) -> None:
+class _Halt:
+    """Whether to stop now: max_steps, or a signal as the ranks agreed on it (all of them stop
+    at one step; never `stop` itself: a signal may reach one rank a step early)."""
+
+    def __init__(self, stop: StopRequest, s: Settings, state: State):
+        self.stop, self.s, self.state, self.agreed = stop, s, state, False
+
+    def __call__(self) -> bool:
+        return _limit(self.s, self.state) or self.agreed
+
+    def read_loss(self, loss: torch.Tensor) -> float:
+        value, signum = distributed.step_consensus(loss, self.stop.signum)
+        self._agree(signum)
+        return value
+
+    def between_steps(self) -> bool:
+        self._agree(distributed.any_signal(self.stop.signum))
+        return self()
+
+    def _agree(self, signum: int | None) -> None:
+        if signum is not None:
+            self.agreed = True
+            self.stop.adopt(signum)
+
+
+class _Clock:
+    """An epoch's seconds and samples, from the end of this process's first step on (start-up
+    is not an epoch's time)."""
+
+    def __init__(self, first_step: int):
+        self.first_step = first_step + 1
+        self.start, self.n0 = time.perf_counter(), 0
+
+    def epoch_start(self) -> None:
+        self.start, self.n0 = time.perf_counter(), 0
+
+    def step(self, state: State, meter: Meter) -> None:
+        if state.step == self.first_step:
+            self.start, self.n0 = time.perf_counter(), meter.n
+
+
+def _train_epoch(loop: Loop, state: State, halt: _Halt, clock: _Clock, callbacks) -> Epoch | None:
+    """One epoch's steps (from `state.batch_in_epoch` on), then its validation; None when
+    training stopped inside it (what it did is saved through `on_stop`)."""
+    s, ranks = loop.settings, distributed.ranks()
+    start, skipped_before = state.batch_in_epoch, state.skipped
+    clock.epoch_start()
+    meter = loop.task.meter(loop.train.device)
+    if state.meter is not None and ranks.main:  # (saved summed over ranks)
+        meter.load_state_dict(state.meter)
+    order = epoch_order(len(loop.train.split), loop.seed, state.epoch)
+    desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
+    batches = track(loop.train.ordered(order, start), len(loop.train) - start, desc, s.progress)
+
+    def after_step(loss: float) -> bool:
+        state.step += 1
+        clock.step(state, meter)
+        for cb in callbacks:
+            cb.on_step_end(state, loss)
+        return halt()
+
+    def on_skip() -> None:
+        state.skipped += 1
+
+    try:
+        done = train_steps(loop.model, batches, loop.optimizer, loop.task, meter,
+                           autocast=loop.autocast, scaler=loop.scaler, grad_clip=s.grad_clip,
+                           skip_nonfinite=s.skip_nonfinite, after_step=after_step,
+                           on_skip=on_skip, read_loss=halt.read_loss)  # fmt: skip
+    except NonFiniteLoss as e:
+        state.batch_in_epoch = start + e.args[1] - 1  # the batches before the bad one
+        _keep_mid_epoch(state, meter, callbacks)
+        raise _nonfinite(e.args[0], state, start + e.args[1]) from None
+    state.batch_in_epoch = start + done
+    samples = (meter.n - clock.n0) * ranks.world  # (every rank trains equal shards)
+    if state.skipped - skipped_before > 0:
+        _check_skipping(state.skipped - skipped_before, done, state, meter, callbacks)
+    if state.batch_in_epoch < len(loop.train):  # stopped mid-epoch: keep the sums, resume exactly
+        _keep_mid_epoch(state, meter, callbacks)
+        log.info("stopped at step %d, batch %d of epoch %d; checkpoints/last.pt resumes it",
+                 state.step, state.batch_in_epoch, state.epoch + 1)  # fmt: skip
+        return None
+    return _end_epoch(loop, state, meter, samples, clock.start, halt)
+
+
+def _end_epoch(loop: Loop, state: State, meter: Meter, samples: int, start: float, halt) -> Epoch:
+    """The epoch's metrics over all ranks, the scheduler's step, validation and the monitor."""
+    s = loop.settings
+    meter.all_reduce()
+    state.epoch, state.batch_in_epoch, state.meter = state.epoch + 1, 0, None
+    if loop.scheduler is not None:
+        loop.scheduler.step()
+    results = {"train": meter.compute()}  # (reading the metrics waits for the device)
+    val_start = time.perf_counter()
+    if loop.val is not None:
+        checked = evaluate(loop.evaluator, loop.val, loop.task, loop.autocast)
+        checked.all_reduce()  # (each rank scored its part of the split)
+        results["val"] = checked.compute()
+        if not math.isfinite(results["val"]["loss"]):
+            log.warning("epoch %d: the validation loss is %s (the model's outputs overflow on "
+                        "some validation examples)", state.epoch,
+                        results["val"]["loss"])  # fmt: skip
+    val_s = time.perf_counter() - val_start
+    improved = _watch(results["val" if loop.val is not None else "train"][s.monitor], s, state)
+    final = state.epoch >= s.max_epochs or state.stopped_early or halt()
+    return Epoch(number=state.epoch, results=results, improved=improved, final=final,
+                 lr=loop.optimizer.param_groups[0]["lr"], samples=samples,
+                 seconds=time.perf_counter() - start, val_seconds=val_s)  # fmt: skip
+
+
+def _nonfinite(value: float, state: State, batch: int) -> UserError:
+    return UserError(
+        f"the loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}, batch "
+        f"{batch}); the run stopped before updating the weights with it, and "
+        "checkpoints/last.pt holds the run just before that step. Lower optim.lr, set "
+        "trainer.grad_clip, or skip such batches with trainer.on_nonfinite=skip.",
+        code=EXIT_NONFINITE,
+    )
+
+
+def _keep_mid_epoch(state: State, meter: Meter, callbacks) -> None:
     """Save a stop inside an epoch: its metric sums (over the ranks) go into last.pt, so a
     resume continues the epoch exactly."""
     meter.all_reduce()
     state.meter = meter.state_dict()
-    checkpoints.now(state)
+    for cb in callbacks:
+        cb.on_stop(state)
 
 
-def _check_skipping(skipped: int, batches: int, state: State, meter, checkpoints) -> None:
+def _check_skipping(skipped: int, batches: int, state: State, meter, callbacks) -> None:
     """trainer.on_nonfinite=skip that skips most of an epoch is not training: stop, saying so,
     rather than finish at chance level with exit 0 (what was trained is saved first)."""
     if batches and skipped * 2 > batches:
         state.batch_in_epoch = batches
-        _keep_mid_epoch(state, meter, checkpoints)
+        _keep_mid_epoch(state, meter, callbacks)
         raise UserError(
             f"trainer.on_nonfinite=skip skipped {skipped} of {batches} batches in epoch "
             f"{state.epoch + 1} for a NaN or infinite loss: the run is not learning. Lower "
@@ -397,30 +368,3 @@ def _watch(value: float, s: Settings, state: State) -> bool:
         state.stopped_early = True
         log.info("early stopping: %s has not improved for %d epochs", s.monitor, state.bad_epochs)
     return False
-
-
-def _report(writer, results, optimizer, state: State, s: Settings, times: dict):
-    """The epoch's scalars into TensorBoard (every epoch; the writer flushes by time and
-    before each checkpoint); its console line, as a function formatting it on demand."""
-    lr = optimizer.param_groups[0]["lr"]
-    train_s = times["seconds"] - times["val_seconds"]
-    speed = times["samples"] / max(train_s, 1e-9)  # validation excluded
-    val_share = times["val_seconds"] / max(times["seconds"], 1e-9)
-    values = {f"{split}/{k}": v for split, metrics in results.items() for k, v in metrics.items()}
-    # Everything of the training split's in its group: TensorBoard then opens on the train and
-    # val curves (groups sort by name: an "lr" or "perf" group came before them).
-    values.update({"train/lr": lr, "train/samples_per_s": speed,
-                   "train/epoch_seconds": times["seconds"],
-                   "train/validation_share": val_share})  # fmt: skip
-    board.scalars(writer, values, state.step)
-    epoch, seconds = state.epoch, times["seconds"]
-
-    def line() -> str:
-        parts = " | ".join(f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-                           for split, metrics in results.items())  # fmt: skip
-        return (
-            f"epoch {epoch}/{s.max_epochs} | {parts} | lr {lr:.3g} | {seconds:.2f}s, "
-            f"{speed:.0f} samples/s, validation {100 * val_share:.0f}% of the epoch"
-        )
-
-    return line

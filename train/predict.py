@@ -15,8 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import config
-from train.app import CONF_DIR
+from train import conf
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -24,11 +23,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def main() -> None:
-    config.register_predict()
+    conf.register()
     run_entrypoint(_hydra_main)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
+@hydra.main(config_path=conf.CONF_DIR, config_name="predict", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     predict_run(Path(cfg.run), str(cfg.inputs), cfg.checkpoint, out)

@@ -6,6 +6,7 @@ curves come first on its page."""
 import itertools
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -16,8 +17,10 @@ from train.data import Data, TensorSplit
 from train.loop import evaluate
 from train.task import ClassificationMeter, Task
 
+SPLITS = ("train", "val", "test")
 
-def score(model, data: Data, task: Task, device, autocast, splits=("train", "val", "test")):
+
+def score(model, data: Data, task: Task, device, autocast, splits=SPLITS, batch_size: int = 1024):
     """Metrics per split present, and the confusion matrix of the last one (classifiers)."""
     norm = Normalizer(data, device)
     results, confusion = {}, None
@@ -25,7 +28,7 @@ def score(model, data: Data, task: Task, device, autocast, splits=("train", "val
         split = getattr(data, name)
         if split is None:
             continue
-        meter = evaluate(model, Batches(split, data.eval_batch_size, norm, device), task, autocast)
+        meter = evaluate(model, Batches(split, batch_size, norm, device), task, autocast)
         results[name] = meter.compute()
         if isinstance(meter, ClassificationMeter):
             confusion = meter.confusion_matrix()
@@ -53,6 +56,50 @@ def undertrained(history: list[float], s, state) -> str | None:
         f"{s.max_epochs} ended ({before:.4g} -> {best:.4g} over the last {span} epochs); "
         f"more epochs would likely help, e.g. {2 * state.epoch}"
     )
+
+
+FORMAT = 1  # metrics.json's layout; files written before it was recorded are format 1 too
+
+
+@dataclass
+class Metrics:
+    """metrics.json, typed: the best weights' scores per split (at the file's top level, as
+    "val": {...}), where training ended, and where the time went."""
+
+    splits: dict[str, dict[str, float]]
+    best_step: int | None
+    epochs: int
+    steps: int
+    seed: int
+    monitor: str
+    skipped_nonfinite: int = 0
+    timing: dict | None = None  # not part of the result: reproduce ignores it
+    confusion_matrix: list | None = None  # of the last split scored (classifiers)
+    format: int = FORMAT
+
+    def to_dict(self) -> dict:
+        out = {**self.splits, **{k: v for k, v in asdict(self).items() if k != "splits"}}
+        if self.confusion_matrix is None:
+            del out["confusion_matrix"]
+        return out
+
+    @classmethod
+    def read(cls, path: Path) -> "Metrics":
+        """The metrics at `path`; anything else refused in one line naming it."""
+        from train.errors import UserError
+
+        try:
+            blob = json.loads(path.read_text())
+            splits = {k: blob.pop(k) for k in SPLITS if k in blob}
+            if blob.get("format", 1) != FORMAT:
+                raise ValueError(f"format {blob.get('format')!r}, this version reads {FORMAT}")
+            return cls(splits=splits, **{k: v for k, v in blob.items() if k in _METRIC_FIELDS})
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise UserError(f"{path} is not a readable metrics file ({e}).") from None
+
+
+_METRIC_FIELDS = {"best_step", "epochs", "steps", "seed", "monitor", "skipped_nonfinite", "timing",
+                  "confusion_matrix", "format"}  # fmt: skip
 
 
 def write_json(path: Path, obj) -> None:
@@ -111,7 +158,7 @@ def _worst(model, data: Data, task: Task, device, split: TensorSplit, count: int
     losses, preds = [], []
     with torch.inference_mode():
         model.eval()
-        for x, y in Batches(split, data.eval_batch_size, Normalizer(data, device), device):
+        for x, y in Batches(split, 1024, Normalizer(data, device), device):  # (inference only)
             out = model(x)
             losses.append(task.loss(out, y, reduction="none").cpu())
             preds.append(task.predict(out).cpu())

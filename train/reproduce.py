@@ -8,44 +8,30 @@ records are untrusted input: only plain key=value overrides are replayed (`train
 the re-run is this installation's `train` package, never code found in the run's directory.
 """
 
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from train import record
 from train.errors import UserError, run_entrypoint
 from train.resume import checked_overrides
 
 SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=")
 
 
-def records(run: Path) -> list[dict]:
-    """run.json, run-1.json, ... in the order they were written."""
-    paths = sorted(run.glob("run*.json"), key=lambda p: (len(p.name), p.name))
-    if not paths:
-        raise UserError(f"{run} has no run.json: give a run directory made by python -m train.")
-    out = []
-    for path in paths:
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path} is not a readable run record ({e}).") from None
-    return out
-
-
 def replay(run: Path, scratch: Path) -> Path:
     """Train again from `run`'s records into `scratch`; the new run dir."""
-    recs = records(run)
+    recs = record.read_all(run)
     first = recs[0]
-    data_dir = Path(first["cwd"]) / first["config"]["paths"]["data_dir"]
+    data_dir = Path(first.cwd or ".") / first.config["paths"]["data_dir"]
     fixed = [f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}", "trainer.progress=lines"]
     new = None
     for n, rec in enumerate(recs):
-        args = [o for o in checked_overrides(rec["overrides"], f"run record {n}")
+        args = [o for o in checked_overrides(rec.overrides, f"run record {n}")
                 if not o.startswith(SKIP)]  # fmt: skip
-        start = [f"seed={rec['seed']}"] if new is None else [f"resume={new}"]
-        _train([*args, *start, *fixed], rec.get("cwd"))
+        start = [f"seed={rec.seed}"] if new is None else [f"resume={new}"]
+        _train([*args, *start, *fixed], rec.cwd)
         new = new or _the_run(scratch)
     return new
 
@@ -74,12 +60,12 @@ def differences(a: Path, b: Path) -> list[str]:
     from train import checkpoint
 
     diffs = []
-    fa, fb = (records(r)[-1].get("data_fingerprint") for r in (a, b))
+    fa, fb = (record.read_all(r)[-1].data_fingerprint for r in (a, b))
     if fa != fb:
         diffs.append(f"the data changed: the run trained on data with fingerprint {fa}, the "
                      f"re-run found {fb}")  # fmt: skip
-    wa = checkpoint.load(a / "checkpoints" / "last.pt")["model"]
-    wb = checkpoint.load(b / "checkpoints" / "last.pt")["model"]
+    wa = checkpoint.Checkpoint.read(a / "checkpoints" / "last.pt").model
+    wb = checkpoint.Checkpoint.read(b / "checkpoints" / "last.pt").model
     for key in sorted(set(wa) | set(wb)):
         if key not in wa or key not in wb:
             diffs.append(f"weight {key}: only in one run")
@@ -98,7 +84,9 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def _results(path: Path) -> dict:
     """metrics.json without "timing": how long things took is not part of the result."""
-    return {k: v for k, v in json.loads(path.read_text()).items() if k != "timing"}
+    from train.report import Metrics
+
+    return {k: v for k, v in Metrics.read(path).to_dict().items() if k != "timing"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -118,7 +106,7 @@ def main(argv: list[str]) -> int:
     if not (run / "metrics.json").is_file():
         raise UserError(f"{run} is not a finished run (no metrics.json).")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
-        print(f"re-running {run} ({len(records(run))} invocation(s)) ...", flush=True)
+        print(f"re-running {run} ({len(record.read_all(run))} invocation(s)) ...", flush=True)
         diffs = differences(run, replay(run, Path(scratch)))
     if not diffs:
         print("match: final weights and metrics are identical")

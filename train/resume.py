@@ -7,7 +7,6 @@ paths (`LOOSE`). Everything else (model, data, optimizer, seed, ...) must stay a
 checkpoint says, or the resume is refused in one paragraph naming each changed key.
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -44,11 +43,11 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
 def rebuild(flags: list[str], given: list[str], where: str, compose) -> list[str]:
     """The arguments that continue the run at `where`: its recorded overrides, then `given`.
     Refused, naming each key, when they would change the run (see the module's docstring)."""
-    from train import checkpoint, config, rundir
+    from train import checkpoint, config
 
-    run, path = rundir.resumed_run_dir(where), rundir.resume_checkpoint(where)
-    blob = checkpoint.load(path)
-    stored, choices = blob["config"], blob.get("choices") or {}
+    run, path = resumed_run_dir(where), resume_checkpoint(where)
+    blob = checkpoint.Checkpoint.read(path)
+    stored, choices = blob.config, blob.choices or {}
     swapped = [f"{group}: {choices[group]!r} -> {value!r}" for group, value in
                (o.split("=", 1) for o in given if "=" in o)
                if group in choices and str(choices[group]) != value]  # fmt: skip
@@ -72,20 +71,15 @@ def resume_value(overrides: list[str]) -> str | None:
 def recorded_overrides(run: Path) -> list[str]:
     """The overrides of every invocation of `run`, oldest first (run.json, run-1.json, ...),
     checked: a record that holds anything but plain key=value overrides is refused."""
-    records = sorted(run.glob("run*.json"), key=lambda p: (len(p.name), p.name))
-    if not records:
+    from train import record
+
+    if not any(run.glob("run*.json")):
         raise UserError(
             f"{run} has no run.json, so its config cannot be rebuilt; give a run directory made "
             "by python -m train (or resume=auto with the run's own overrides)."
         )
-    out = []
-    for path in records:
-        try:
-            overrides = json.loads(path.read_text())["overrides"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path} is not a readable run record ({e}).") from None
-        out += checked_overrides(overrides, path)
-    return out
+    return [o for n, rec in enumerate(record.read_all(run))
+            for o in checked_overrides(rec.overrides, f"{run} run record {n}")]  # fmt: skip
 
 
 def checked_overrides(overrides, where) -> list[str]:
@@ -169,3 +163,31 @@ def refusal(run: Path, found: list[str]) -> UserError:
         "the device and paths; anything else is a new run: start one (drop resume=). Nothing "
         "in the run dir was touched."
     )
+
+
+def resumed_run_dir(resume: str) -> Path:
+    """The run directory that `resume=` (a run dir or a checkpoint inside one) refers to."""
+    path = Path(resume)
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if path.is_dir():
+        return path
+    raise UserError(
+        f"resume={resume} points at nothing: no such run directory or checkpoint file. Give a "
+        "run directory (e.g. runs/digits_mlp/2026-01-31_12-00-00) or a checkpoint inside one "
+        "(.../checkpoints/last.pt)."
+    )
+
+
+def resume_checkpoint(resume: str) -> Path:
+    """The checkpoint file that `resume=` refers to (a run dir means its `checkpoints/last.pt`)."""
+    resumed_run_dir(resume)  # names a resume= that points at nothing
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"resume={resume} has no checkpoint to continue from: {path} does not exist. A run "
+            "writes checkpoints/last.pt at the end of every epoch; give a run that finished one."
+        )
+    return path

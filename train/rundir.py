@@ -17,7 +17,12 @@ from omegaconf import OmegaConf
 
 from train import distributed
 from train.errors import UserError
-from train.resume import LOOSE, LOOSE_TRAINER  # what may differ between a run and its resume
+from train.resume import (  # (what resume= may change, names)
+    LOOSE,
+    LOOSE_TRAINER,
+    resume_checkpoint,
+    resumed_run_dir,
+)
 
 # Hydra may resolve the same interpolation more than once in a process: answer it the same way.
 _chosen: dict[tuple, str] = {}
@@ -164,16 +169,16 @@ def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
             if not path.is_file():
                 continue
             try:
-                blob = checkpoint.load(path)
+                blob = checkpoint.Checkpoint.read(path)
             except UserError as e:
                 notes.append(f"resume=auto: skipping {e.message}")
                 continue
-            have = _fingerprint(blob["config"])
+            have = _fingerprint(blob.config)
             if any_seed:
                 have["seed"] = None
             if have != wanted:
                 break  # another config: look at the next run
-            if (run / "metrics.json").is_file() and blob["state"]["epoch"] >= max_epochs:
+            if (run / "metrics.json").is_file() and blob.state["epoch"] >= max_epochs:
                 notes.append(f"resume=auto: the newest run of this config, {run}, has trained "
                              f"{max_epochs} epoch(s) already; starting anew")  # fmt: skip
                 return None
@@ -181,34 +186,6 @@ def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
             return path
     notes.append(f"resume=auto: no run of this config under {parent} to continue; starting anew")
     return None
-
-
-def resumed_run_dir(resume: str) -> Path:
-    """The run directory that `resume=` (a run dir or a checkpoint inside one) refers to."""
-    path = Path(resume)
-    if path.is_file():
-        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    if path.is_dir():
-        return path
-    raise UserError(
-        f"resume={resume} points at nothing: no such run directory or checkpoint file. Give a "
-        "run directory (e.g. runs/digits_mlp/2026-01-31_12-00-00) or a checkpoint inside one "
-        "(.../checkpoints/last.pt)."
-    )
-
-
-def resume_checkpoint(resume: str) -> Path:
-    """The checkpoint file that `resume=` refers to (a run dir means its `checkpoints/last.pt`)."""
-    resumed_run_dir(resume)  # names a resume= that points at nothing
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(
-            f"resume={resume} has no checkpoint to continue from: {path} does not exist. A run "
-            "writes checkpoints/last.pt at the end of every epoch; give a run that finished one."
-        )
-    return path
 
 
 # Run dirs whose lock this process holds: released when it exits (or by `release`).

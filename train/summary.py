@@ -4,7 +4,9 @@
 every training run logs it and writes it to `summary.txt` and TensorBoard's TEXT tab.
 """
 
+import logging
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,22 +53,26 @@ def table(model: nn.Module, in_shape) -> str:
     return "\n".join(out)
 
 
+def describe(model: nn.Module, in_shape, run_dir: Path, writer) -> None:
+    """The model's summary into the log, summary.txt and TensorBoard's TEXT tab."""
+    text = table(model, in_shape)
+    logging.getLogger("train").info("model:\n%s", text)
+    (run_dir / "summary.txt").write_text(text + "\n")
+    writer.add_text("viz/model summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m train.summary <overrides>`: the summary of the model the config describes."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from train import app, config, models, rundir, targets
+    from train import conf, models, targets
     from train.errors import UserError, run_entrypoint
 
     def show():
-        config.register()
-        rundir.register_resolvers()
         overrides = list(sys.argv[1:] if argv is None else argv)
         try:
-            with initialize_config_dir(app.CONF_DIR, version_base="1.3"):
-                cfg = compose("config", overrides)
+            cfg = conf.compose(overrides)
         except (HydraException, OmegaConfBaseException) as e:
             raise UserError(f"{' '.join(overrides)}: {e}") from None
         data = targets.instantiate("data", cfg.data)

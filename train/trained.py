@@ -80,9 +80,9 @@ def load(run: Path, which: str = "best") -> Trained:
             f"run={run} has no {which} checkpoint ({path} does not exist). Give the directory of "
             "a run that finished at least one epoch, e.g. runs/digits_mlp/<time>."
         )
-    blob = checkpoint.load(path)
-    meta = DataMeta.from_dict(blob["data"])
-    model = targets.call("model", blob["config"]["model"], in_shape=meta.in_shape,
+    blob = checkpoint.Checkpoint.read(path)
+    meta = DataMeta.from_dict(blob.data)
+    model = targets.call("model", blob.config["model"], in_shape=meta.in_shape,
                          num_outputs=meta.num_outputs)  # fmt: skip
-    checkpoint.load_model(model, blob["model"], path)
-    return Trained(model.eval(), meta, blob["config"], path, blob["state"]["step"])
+    checkpoint.load_model(model, blob.model, path)
+    return Trained(model.eval(), meta, blob.config, path, blob.state["step"])

@@ -3,14 +3,13 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from train import app
+from train import build, conf
 
-CONF = Path(app.CONF_DIR)
+CONF = Path(conf.CONF_DIR)
 # Group options that need a value only the user can give.
 REQUIRED = {
     "data/csv": ["data.path=x.csv", "data.target=y"],
@@ -22,8 +21,7 @@ OPTIONS = sorted(
 
 
 def _compose(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
+    return conf.compose(overrides, hydra=True)
 
 
 def test_every_group_has_options():
@@ -86,7 +84,7 @@ def test_optimizers_take_torchs_fused_update_which_does_the_same_math(name):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
         optim = _compose([f"optim={name}", *([] if fused else ["optim.fused=false"])]).optim
-        opt = app._optimizer(optim, model)
+        opt = build._optimizer(optim, model)
         assert bool(opt.defaults["fused"]) is fused
         x, y = torch.randn(64, 8), torch.randint(3, (64,))
         for _ in range(5):

@@ -1,4 +1,4 @@
-"""`python -m train.bench` (`make bench`): our entrypoint side by side with the loop a user would
+"""`python -m bench.speed` (`make bench`): our entrypoint side by side with the loop a user would
 write by hand, the tutorials' DataLoader path and the machine's limit.
 
 Per row (model x batch size), each variant in its own process, in alternating order per repeat:
@@ -37,7 +37,7 @@ TARGETS = "A/B >= 0.95; A/C >= 2.5 for mlp@64; mlp@1024 >= 75% of peak; cnn@64 A
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
     p.add_argument("--models", default="mlp,cnn", help="of: " + ", ".join(MODELS))
     p.add_argument("--batches", default="64,256,1024")
     p.add_argument("--repeats", type=int, default=3, help="medians of this many (alternating)")
@@ -266,7 +266,7 @@ def _entrypoint(row: dict, extra: list[str], samples: int, epochs: int, runs: Pa
 
 
 def _worker(kind: str, model: str, batch: int, samples: int, epochs: int, root: Path):
-    cmd = [sys.executable, "-m", "train.bench", "--worker", kind, "--model", model,
+    cmd = [sys.executable, "-m", "bench.speed", "--worker", kind, "--model", model,
            "--batch", str(batch), "--samples", str(samples), "--epochs", str(epochs),
            "--root", str(root)]  # fmt: skip
     out, rss = _spawn(cmd)
@@ -421,14 +421,9 @@ def _write_mnist_files(root: Path, samples: int) -> None:
 
 def _compose(overrides: list[str]):
     """The config `python -m train <overrides>` runs with (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
+    from train import conf
 
-    from train import app, config, rundir
-
-    config.register()
-    rundir.register_resolvers()
-    with initialize_config_dir(app.CONF_DIR, version_base="1.3"):
-        return compose("config", overrides)
+    return conf.compose(overrides)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,303 @@
+"""`build(cfg) -> Run`: the one place that turns a composed config into plain objects (the
+device and precision, the data, model, optimizer and scheduler, the batches, the loop's
+settings, the checkpoint saver, the state to continue). Nothing after it reads cfg."""
+
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from train import distributed, rundir, targets
+from train.errors import UserError
+
+log = logging.getLogger("train")
+
+
+@dataclass
+class Run:
+    """A run, built: what training, scoring and reporting need, as plain objects."""
+
+    dir: Path
+    ranks: distributed.Ranks
+    device: object  # torch.device
+    data: object  # train.data.Data
+    model: object  # the module whose weights are saved (never a DDP or compiled wrapper)
+    loop: object  # train.loop.Loop (its seed the run's)
+    state: object  # train.loop.State: where training stands (a resumed run's)
+    saver: object  # train.checkpoint.Saver
+    resumed: bool
+    eval_batch_size: int
+    config: dict  # the resolved config as recorded (its seed the one drawn)
+    checkpoint_every_s: float
+    score_train: bool
+    num_sample_images: int
+
+
+def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
+          job: int | None = None) -> Run:  # fmt: skip
+    """The run `cfg` describes, in `run_dir` (resumed where cfg.resume says so); run.json
+    written on rank 0. `choices`: the config groups' options (kept in checkpoints); `job`: a
+    sweep job's number (it spreads parallel jobs over the GPUs)."""
+    from train import checkpoint
+    from train.loop import Loop
+    from train.task import Task
+
+    ranks = distributed.ranks()
+    source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
+    if source is None and ranks.main and (run_dir / "checkpoints").exists():  # two sweeps in 1 s
+        raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
+    resumed = checkpoint.Checkpoint.read(source) if source is not None else None
+    seed = distributed.agreed(lambda: draw_seed(cfg.seed, resumed))  # seed=null: rank 0 draws
+    sizes = _batch_sizes(cfg.data)
+    device, scaler, autocast = _machine(cfg, seed, ranks, job, run_dir)
+    with distributed.main_first():  # downloads and caches: written once, by rank 0
+        data = targets.instantiate("data", cfg.data)
+    task = Task.of(data)
+    s = settings(cfg.trainer, task, quiet=not ranks.main)
+    model, optimizer, scheduler, memory_format = _model(cfg, data, device)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config["seed"] = seed
+    if ranks.main:
+        _record(run_dir, config, overrides, device, data)
+    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices)
+    state = _state(saver, resumed, source, model, optimizer, scheduler, scaler)
+    log_data(data, model)
+    train, val = _batches(data, sizes, device, memory_format)
+    forward = distributed.wrap(model, device) if ranks.many else model  # saved: `model`'s
+    forward = _compiled(forward) if cfg.trainer.compile else forward  # weights, no prefixes
+    loop = Loop(model=forward, evaluator=model if ranks.many else forward, optimizer=optimizer,
+                scheduler=scheduler, scaler=scaler, autocast=autocast, task=task, train=train,
+                val=val, settings=s, seed=seed)  # fmt: skip
+    return Run(dir=run_dir, ranks=ranks, device=device, data=data, model=model, loop=loop,
+               state=state, saver=saver, resumed=resumed is not None,
+               eval_batch_size=sizes[1], config=config,
+               checkpoint_every_s=cfg.trainer.checkpoint_every_s,
+               score_train=cfg.trainer.score_train,
+               num_sample_images=cfg.trainer.num_sample_images)  # fmt: skip
+
+
+def _machine(cfg: DictConfig, seed: int, ranks, job: int | None, run_dir: Path):
+    """Seeds, determinism, the device and its precision (said in the log); checks that fail
+    before any data is read."""
+    from train import device as devices
+    from train import doctor
+
+    _seed(seed)
+    if cfg.trainer.deterministic:
+        _deterministic()
+    slot = ranks.local if ranks.many else job
+    device, why = devices.choose(cfg.trainer.device, slot, shared=not ranks.many)
+    if not ranks.many and (threads := devices.use_cpu_budget()) is not None:
+        log.info("%s", threads)  # (torchrun sets OMP_NUM_THREADS for its ranks)
+    if cfg.trainer.compile:
+        _need_compiler(device)
+    scaler, autocast = _precision(cfg.trainer.amp.value, device)
+    log.info("run dir: %s", run_dir)
+    log.info("device: %s, %s; seed %d", device, why, seed)
+    if ranks.many:
+        log.info("torchrun: %d ranks (%s), data.batch_size=%d per rank, %d in all per step",
+                 ranks.world, distributed.backend(), cfg.data.batch_size,
+                 cfg.data.batch_size * ranks.world)  # fmt: skip
+    workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
+    for warning in doctor.warnings(Path(cfg.paths.data_dir), workers):
+        log.warning("%s", warning)
+    return device, scaler, autocast
+
+
+def _model(cfg: DictConfig, data, device):
+    """The model (checked against the data) on `device`, its optimizer and scheduler."""
+    from train import models
+
+    model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
+                                num_outputs=data.num_outputs)  # fmt: skip
+    models.check_fits(model, data.task, data.num_classes)
+    memory_format = _memory_format(cfg.trainer, model)
+    model.to(device, memory_format=memory_format)
+    optimizer = _optimizer(cfg.optim, model)
+    scheduler = None if cfg.sched is None else targets.instantiate("sched", cfg.sched)(optimizer)
+    return model, optimizer, scheduler, memory_format
+
+
+def _record(run_dir: Path, config: dict, overrides: list[str], device, data) -> None:
+    from train import record, report
+
+    blob = record.collect(config, overrides, config["seed"], device,
+                          config["trainer"]["deterministic"], data.fingerprint)  # fmt: skip
+    report.write_json(report.unused_path(run_dir / "run.json"), blob.to_dict())
+
+
+def _state(saver, resumed, source, model, optimizer, scheduler, scaler):
+    """A fresh loop state, or the resumed run's with every weight and generator restored."""
+    from train.loop import State
+
+    if resumed is None:
+        return State()
+    state = State(**saver.restore(resumed, source, model, optimizer, scheduler, scaler))
+    log.info("resuming from epoch %d, step %d", state.epoch, state.step)
+    return state
+
+
+def _batch_sizes(cfg_data: DictConfig) -> tuple[int, int]:
+    """data.batch_size and data.eval_batch_size (the loader's settings), checked."""
+    sizes = cfg_data.batch_size, cfg_data.eval_batch_size
+    if min(sizes) < 1:
+        raise UserError(f"data.batch_size={sizes[0]} and data.eval_batch_size={sizes[1]} must "
+                        "both be at least 1.")  # fmt: skip
+    return sizes
+
+
+def _batches(data, sizes: tuple[int, int], device, memory_format):
+    """This rank's shard of the train and val batches, normalised on `device`."""
+    from train.batches import Batches, Normalizer
+
+    ranks = distributed.ranks()
+    norm = Normalizer(data, device, memory_format)
+    shard = {"rank": ranks.rank, "world": ranks.world}
+    train = Batches(data.train, sizes[0], norm, device, **shard)
+    val = (Batches(data.val, sizes[1], norm, device, **shard)
+           if data.val is not None else None)  # fmt: skip
+    return train, val
+
+
+def settings(cfg_trainer: DictConfig, task, quiet: bool = False):
+    """The loop's settings from cfg.trainer, each checked against its range."""
+    from train.loop import Settings
+
+    if cfg_trainer.monitor not in task.metric_names:
+        raise UserError(
+            f"trainer.monitor={cfg_trainer.monitor} is not a metric of this {task.kind} data; "
+            f"use one of {list(task.metric_names)} (with trainer.monitor_mode min or max)."
+        )
+    limits = {"max_epochs": 1, "log_every_n_steps": 1, "max_steps": 1, "patience": 0,
+              "checkpoint_every_s": 0, "print_every_s": 0}  # fmt: skip
+    for key, low in limits.items():
+        if cfg_trainer[key] is not None and cfg_trainer[key] < low:
+            raise UserError(f"trainer.{key}={cfg_trainer[key]} must be at least {low}.")
+    if cfg_trainer.grad_clip is not None and not cfg_trainer.grad_clip > 0:
+        raise UserError(f"trainer.grad_clip={cfg_trainer.grad_clip} must be positive (or null).")
+    return Settings(
+        max_epochs=cfg_trainer.max_epochs,
+        max_steps=cfg_trainer.max_steps,
+        log_every_n_steps=cfg_trainer.log_every_n_steps,
+        monitor=cfg_trainer.monitor,
+        monitor_mode=cfg_trainer.monitor_mode.value,
+        patience=cfg_trainer.patience,
+        grad_clip=cfg_trainer.grad_clip,
+        progress="lines" if quiet else cfg_trainer.progress.value,  # (lines: to the log)
+        skip_nonfinite=cfg_trainer.on_nonfinite.value == "skip",
+        print_every_s=cfg_trainer.print_every_s,
+    )
+
+
+def _deterministic() -> None:
+    """Deterministic algorithms on CUDA. cuBLAS reads its workspace setting when CUDA starts,
+    so it is set here, before anything touches the GPU."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _precision(amp: str, device):
+    """The gradient scaler and autocast context for `trainer.amp`: off, bf16 (CUDA or CPU),
+    fp16 (CUDA only: on the CPU it is slow and needs a gradient scaler there too)."""
+    import torch
+
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError(
+            f"trainer.amp=fp16 needs a CUDA device; the run is on {device}. "
+            "Use trainer.amp=bf16 (fast on CPUs with bf16 units: AVX-512 BF16, AMX) or off."
+        )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    if dtype is None:  # (a disabled torch.autocast still costs microseconds a step)
+        return scaler, contextlib.nullcontext
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype)
+
+    return scaler, autocast
+
+
+def _memory_format(cfg_trainer: DictConfig, model):
+    """channels_last for conv models when asked, or under amp when not said (null): measured
+    faster there (docs/benchmarks.md); contiguous (NCHW) otherwise."""
+    import torch
+
+    convolves = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    wanted = cfg_trainer.channels_last
+    if wanted is None:
+        wanted = cfg_trainer.amp.value != "off"
+    return torch.channels_last if wanted and convolves else torch.contiguous_format
+
+
+def _compiled(model):
+    """torch.compile'd forward passes; the module itself (and its state_dict names) unchanged."""
+    import torch
+
+    log.info("compiling the model (trainer.compile=true): the first steps take longer")
+    return torch.compile(model)
+
+
+def _need_compiler(device) -> None:
+    """Inductor builds C++ on the CPU and Triton builds C launchers on GPUs: a compiler must be
+    there. Checked before any work, rather than failing at the first step."""
+    import shutil
+
+    names = ("CXX", "g++", "clang++") if device.type == "cpu" else ("CC", "gcc", "clang", "cc")
+    found = os.environ.get(names[0]) or any(shutil.which(n) for n in names[1:])
+    if not found:
+        kind = "a C++ compiler (g++)" if device.type == "cpu" else "a C compiler (gcc)"
+        raise UserError(
+            f"trainer.compile=true needs {kind} for torch.compile on {device.type}, and none is "
+            f"on PATH (nor in ${names[0]}); the project's images carry none, to stay lean. "
+            "Install one (Debian: apt-get install g++), or leave trainer.compile=false: on CPUs it "
+            "measured slower anyway (docs/benchmarks.md)."
+        )
+
+
+def draw_seed(seed: int | None, resumed) -> int:
+    """The run's seed: the resumed run's, the config's, or (`seed=null`) a drawn one, recorded
+    so the run can be replayed."""
+    if resumed is not None:
+        return resumed.config["seed"]
+    return seed if seed is not None else random.SystemRandom().randrange(2**31)
+
+
+def _seed(seed: int) -> None:
+    """Seed every generator. Every torchrun rank takes the same seed: the same initial weights,
+    and generator states that stay equal (rank 0's checkpoint resumes them all)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(cfg_optim: DictConfig, model):
+    try:
+        return targets.instantiate("optim", cfg_optim)(model.parameters())
+    except ValueError as e:  # torch's own range checks: "Invalid learning rate: -1.0", ...
+        raise UserError(f"optim: {e} (check the optim.* values).") from None
+
+
+def log_data(data, model) -> None:
+    sizes = ", ".join(
+        f"{n} {len(s):,}" for n in ("train", "val", "test") if (s := getattr(data, n)) is not None
+    )
+    params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "data: %s, inputs %s, %s (%s); model %s, %s parameters",
+        data.task,
+        tuple(data.in_shape),
+        f"{data.num_classes} classes" if data.num_classes else f"{data.num_outputs} target(s)",
+        sizes,
+        type(model).__name__,
+        f"{params:,}",
+    )

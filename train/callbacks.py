@@ -1,0 +1,155 @@
+"""The loop's side concerns, one small callback each (see `loop.Callback`): the console's epoch
+lines, TensorBoard's scalars, the checkpoints' cadence and where the time went. Built on rank
+0 only: the other ranks train and agree, and say only what goes wrong."""
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from train import board
+from train.loop import Callback, Epoch, State
+
+log = logging.getLogger("train")
+
+
+class Console(Callback):
+    """The epoch lines, at most every `every_s` seconds when epochs are fast; the last epoch
+    always, and the best one at the end if its line was skipped."""
+
+    def __init__(self, max_epochs: int, every_s: float):
+        self.max_epochs, self.every_s, self.last = max_epochs, every_s, float("-inf")
+        self.best: Epoch | None = None  # the best epoch, when its line was not printed
+
+    def on_epoch_end(self, state: State, epoch: Epoch) -> None:
+        now = time.monotonic()
+        printed = epoch.final or now - self.last >= self.every_s
+        if printed:
+            log.info("%s", self.line(epoch))
+            self.last = now
+        if epoch.improved:
+            self.best = None if printed else epoch  # (formatted only if it is printed)
+
+    def on_fit_end(self, state: State) -> None:
+        if self.best is not None:
+            log.info("best: %s", self.line(self.best))
+
+    def line(self, e: Epoch) -> str:
+        parts = " | ".join(f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                           for split, metrics in e.results.items())  # fmt: skip
+        share = 100 * e.val_seconds / max(e.seconds, 1e-9)
+        return (f"epoch {e.number}/{self.max_epochs} | {parts} | lr {e.lr:.3g} | {e.seconds:.2f}s, "
+                f"{e.speed:,.0f} samples/s, validation {share:.0f}% of the epoch")  # fmt: skip
+
+
+class Board(Callback):
+    """TensorBoard: the step loss every `every_n_steps` steps, and every epoch's scalars in one
+    event (the writer flushes by time, and before each checkpoint)."""
+
+    def __init__(self, writer, every_n_steps: int, loss_scale: float):
+        self.writer, self.every, self.scale = writer, every_n_steps, loss_scale
+
+    def on_step_end(self, state: State, loss: float) -> None:
+        if state.step % self.every == 0:
+            self.writer.add_scalar("train/loss_step", loss * self.scale, state.step)
+
+    def on_epoch_end(self, state: State, e: Epoch) -> None:
+        values = {f"{split}/{k}": v for split, metrics in e.results.items()
+                  for k, v in metrics.items()}  # fmt: skip
+        # Everything of the training split's in its group: TensorBoard then opens on the train
+        # and val curves (groups sort by name: an "lr" or "perf" group came before them).
+        values.update({"train/lr": e.lr, "train/samples_per_s": e.speed,
+                       "train/epoch_seconds": e.seconds,
+                       "train/validation_share": e.val_seconds / max(e.seconds, 1e-9)})  # fmt: skip
+        board.scalars(self.writer, values, state.step)
+
+
+class Checkpoints(Callback):
+    """When last.pt and best.pt are written (trainer.checkpoint_every_s): at an epoch's end
+    once that many seconds have passed since the last write (0: every epoch), and always at
+    the end of training, on a stop mid-epoch (a signal, max_steps) and before a stop for a
+    non-finite loss: a kill -9 loses at most that much training. Meanwhile the best weights
+    wait in memory. best.pt is written before last.pt, and the TensorBoard writer is flushed
+    before either: whatever a checkpoint holds, its scalars are on disk too.
+
+    `payload(state, copy)` makes a checkpoint's contents, `write(name, payload)` writes one."""
+
+    def __init__(self, payload: Callable, write: Callable, every_s: float, flush: Callable):
+        self.payload, self.write, self.every_s, self.flush = payload, write, every_s, flush
+        self.best: dict | None = None  # a better epoch's payload, not written yet
+        self.since = time.monotonic()
+        self.step: int | None = None  # of the last write
+
+    def on_epoch_end(self, state: State, epoch: Epoch) -> None:
+        if epoch.final or time.monotonic() - self.since >= self.every_s:
+            self.now(state, epoch.improved)
+        elif epoch.improved:
+            self.best = self.payload(state, copy=True)
+
+    def on_stop(self, state: State) -> None:
+        self.now(state)
+
+    def on_fit_end(self, state: State) -> None:
+        if self.best is not None or self.step != state.step:  # (a signal or max_steps
+            self.now(state)  # between two epochs)
+
+    def now(self, state: State, improved: bool = False) -> None:
+        """Write what is pending: best.pt (this state's, if it `improved`), then last.pt."""
+        self.flush()
+        if improved or self.best is not None:
+            self.write("best", self.payload(state) if improved else self.best)
+            self.best = None
+        self.write("last", self.payload(state))
+        self.since, self.step = time.monotonic(), state.step
+
+
+@dataclass
+class Timing(Callback):
+    """Where this invocation's time went (metrics.json "timing"). Start-up is process start to
+    the end of the first optimizer step; epochs are timed from then on, so the first epoch's
+    figure excludes start-up, as the benchmark requires."""
+
+    first_step_s: float | None = None
+    epochs: list[dict] = field(default_factory=list)
+    loop_s: float | None = None  # the end of the first step to the end of training
+    loop_start: float | None = None  # (perf_counter at the end of the first step)
+
+    def on_step_end(self, state: State, loss: float) -> None:
+        if self.first_step_s is None:  # start-up ends here; timing starts now
+            self.first_step_s = process_seconds()
+            self.loop_start = time.perf_counter()
+            log.info("first optimizer step done %.1fs after start", self.first_step_s)
+
+    def on_epoch_end(self, state: State, e: Epoch) -> None:
+        self.epochs.append({"epoch": e.number, "samples": e.samples, "seconds": e.seconds,
+                            "val_seconds": e.val_seconds})  # fmt: skip
+
+    def on_fit_end(self, state: State) -> None:
+        if self.loop_start is not None:
+            self.loop_s = time.perf_counter() - self.loop_start
+
+    def to_dict(self, device) -> dict:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (Linux: KiB)
+        out = {"first_step_s": self.first_step_s, "loop_s": self.loop_s, "epochs": self.epochs,
+               "peak_rss_mb": rss}  # fmt: skip
+        if device.type == "cuda":
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return out
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere: since train loaded)."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return time.perf_counter() - _LOADED
+
+
+_LOADED = time.perf_counter()
