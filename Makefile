@@ -15,7 +15,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes .env build-cuda
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs predict export
+        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -86,6 +86,9 @@ bench-data: venv ## Benchmark reading your own data: a large CSV, an image folde
 
 bench-labs: venv ## Benchmark the course's tabular labs against the same steps by hand (~2 min)
 	$(RUN) python -m bench.labs $(ARGS)
+
+bench-tune: venv ## Benchmark the search: pruned vs unpruned vs a grid sweep to 95% (~5 min)
+	$(RUN) python -m bench.tune $(ARGS)
 
 train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)

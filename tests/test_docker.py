@@ -167,6 +167,22 @@ def test_predict_and_export_in_the_image_with_read_only_inputs(project, tmp_path
     assert (run / "checkpoints" / "model.onnx").stat().st_uid == os.getuid()
 
 
+def test_a_search_in_the_image_keeps_its_study_on_the_runs_volume(project):
+    """python -m train.tune in the CPU image: the study (SQLite) and its trials on /runs, owned
+    by the host user, and continued by a second call."""
+    args = ["python", "-m", "train.tune", "data=digits", "trainer.max_epochs=3",
+            "tune.study=docker", "tune.n_trials=2"]  # fmt: skip
+    out = project("run", "--rm", "-T", "train", *args, check=True)
+    assert "retrain it: python -m train data=digits" in out.stdout
+    study = project.home / "runs" / "tune" / "docker"
+    assert (study / "study.db").stat().st_uid == os.getuid()
+    assert {"trial-0", "trial-1", "summary.json", "history.png"} <= {
+        p.name for p in study.iterdir()
+    }
+    out = project("run", "--rm", "-T", "train", *args[:-1], "tune.n_trials=1", check=True)
+    assert "study docker: 3 trials" in out.stdout
+
+
 def test_tensorboard_becomes_healthy_and_lists_the_run(project):
     if not runs_of(project.home):
         project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=1", check=True)

@@ -84,20 +84,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides, job)
 
 
-def train(
-    cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], job: int | None = None
-) -> float | None:
+def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
+          job: int | None = None, callbacks=()) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
-    The run dir's lock is let go at the end (see `_train`)."""
+    `callbacks`: more loop.Callbacks on rank 0 (train.tune's reporting). The run dir's lock is
+    let go at the end (see `_train`)."""
     try:
-        return _train(cfg, run_dir, choices, overrides, job)
+        return _train(cfg, run_dir, choices, overrides, job, list(callbacks))
     finally:
         rundir.release()
 
 
-def _train(
-    cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], job: int | None = None
-) -> float | None:
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
+           job: int | None = None, extra: list | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
 
     `choices` are the config groups' chosen options, `overrides` the command line's (recorded),
@@ -106,7 +105,7 @@ def _train(
     """
     from train import board, build, callbacks, loop, outcome, summary
 
-    goals = _check(cfg)
+    goals = check(cfg)
     _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
     ranks = distributed.ranks()
     if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
@@ -123,7 +122,8 @@ def _train(
             summary.describe(run.model, run.data.in_shape, run_dir, writer)
     try:
         with run.loop.stop as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, 143/130
-            state = loop.fit(run.loop, run.state, _callbacks(run, writer, timing))
+            cbs = [*_callbacks(run, writer, timing), *(extra or [])] if ranks.main else []
+            state = loop.fit(run.loop, run.state, cbs)
             interrupted = bool(stop)  # (a signal after this lets the scoring below finish)
             if ranks.main and not stop:
                 params = outcome.hparams(run.config, choices, overrides, run_dir)
@@ -138,11 +138,9 @@ def _train(
 
 
 def _callbacks(run, writer, timing) -> list:
-    """The side concerns of rank 0's loop; the other ranks train and agree, with none."""
+    """The side concerns of rank 0's loop (the other ranks train and agree, with none)."""
     from train import callbacks
 
-    if not run.ranks.main:
-        return []
     loop, s = run.loop, run.loop.settings
 
     def payload(state, copy=False):
@@ -174,7 +172,7 @@ EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an im
             "data.target": "data.target=label (the CSV column to predict)"}  # fmt: skip
 
 
-def _check(cfg: DictConfig) -> list[tuple[str, str, float]]:
+def check(cfg: DictConfig) -> list[tuple[str, str, float]]:
     """What the schema alone cannot catch, before any work: values left to the user (???),
     keys no schema knows (added with +), and `expect:` lines; the parsed expectations."""
     if missing := config.missing_keys(cfg):

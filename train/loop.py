@@ -186,6 +186,11 @@ class Callback:
     def on_fit_end(self, state: State) -> None:
         """Training is over, however it ended (not after an exception)."""
 
+    def should_stop(self, state: State) -> bool:
+        """Asked after every epoch: True ends training there, as an early stop does (a
+        tuner's pruning). It ends training sooner; it never changes a step."""
+        return False
+
 
 def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
     """Train to max_epochs, max_steps, an early stop or a signal (`loop.stop`); the callbacks
@@ -202,6 +207,8 @@ def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
             break
         for cb in callbacks:
             cb.on_epoch_end(state, epoch)
+        if any(cb.should_stop(state) for cb in callbacks):
+            break
     for cb in callbacks:
         cb.on_fit_end(state)
     return state

@@ -6,7 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "train"
 # Modules a user runs (python -m train.<name>); everything else is a building block.
-COMMANDS = {"__main__", "app", "evaluate", "predict", "export", "fetch", "reproduce", "launch"}
+COMMANDS = {"__main__", "app", "evaluate", "predict", "export", "fetch", "reproduce", "launch",
+            "tune"}  # fmt: skip
 MAX_LINES = 60
 
 

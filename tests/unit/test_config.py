@@ -16,7 +16,9 @@ REQUIRED = {
     "data/image_folder": ["data.path=pics"],
 }
 OPTIONS = sorted(
-    p.relative_to(CONF).with_suffix("").as_posix() for p in CONF.rglob("*.yaml") if p.parent != CONF
+    p.relative_to(CONF).with_suffix("").as_posix()
+    for p in CONF.rglob("*.yaml")
+    if p.parent != CONF and p.parts[len(CONF.parts)] != "tune"  # (tune/space: train.tune reads it)
 )
 
 

@@ -132,3 +132,17 @@ def test_the_console_prints_the_last_epoch_and_an_unprinted_best(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("epoch 1/3")  # the first one: nothing printed yet
     assert lines[1].startswith("epoch 3/3") and len(lines) == 2  # epoch 2 skipped, 3 the best
+
+
+def test_a_callback_may_end_training_after_an_epoch_and_everything_is_saved():
+    """should_stop (a tuner's pruning): training ends there, as an early stop does."""
+    loop, saved = _loop(max_epochs=10), []
+
+    class Prune(Callback):
+        def should_stop(self, state):
+            return state.epoch >= 2
+
+    ckpt = callbacks.Checkpoints(lambda st, copy=False: st.step,
+                                 lambda n, p: saved.append((n, p)), 3600, lambda: None)  # fmt: skip
+    state = fit(loop, State(), [Prune(), ckpt])
+    assert state.epoch == 2 and ("last", state.step) in saved

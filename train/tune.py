@@ -1,0 +1,379 @@
+"""`python -m train.tune [train overrides] tune.study=NAME tune.n_trials=N`: hyperparameter
+search with Optuna, each trial an ordinary run of `python -m train`.
+
+The study lives in `<paths.runs_dir>/tune/<NAME>/study.db` (SQLite through Optuna's RDB
+storage): running the same command again continues it with N more trials. Each trial reports
+its monitored value every epoch (a callback on the loop) and a pruner stops bad ones early; a
+trial whose process died (kill -9, OOM, preemption) stops sending heartbeats, is marked FAIL
+when the study is next opened and run again with the same parameters. `tune.workers=K` runs K
+worker processes on one study (one GPU each, or a share of the CPU cores each). Every trial
+is a run dir `trial-<k>/` beside the study, so evaluate, predict, export and reproduce work
+on it, and TensorBoard's HPARAMS tab compares the trials.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.errors import UserError, run_entrypoint
+from train.loop import Callback
+
+log = logging.getLogger("train.tune")  # on the console; the trials' own lines in train.log
+PRUNERS = ("median", "hyperband", "none")
+KINDS = ("float", "int", "categorical")
+HEARTBEAT_S = 5  # a live trial's heartbeat; one silent for 4x this is a dead process's
+EXIT_PRUNED = 0
+
+
+@dataclass
+class Settings:
+    """The `tune.*` keys of the command line."""
+
+    study: str = "default"
+    n_trials: int = 10  # this call's trials (the study keeps every earlier one)
+    space: str = "default"  # conf/tune/space/<space>.yaml
+    pruner: str = "median"  # median | hyperband | none
+    workers: int = 1  # processes running trials at once
+    warmup_epochs: int = 3  # epochs before a trial may be pruned
+    startup_trials: int = 3  # trials finished before pruning starts
+    heartbeat_s: int = HEARTBEAT_S
+    seed: int | None = 0  # the sampler's (null: drawn)
+    storage: str | None = None  # an Optuna storage URL shared by machines (default: study.db)
+
+
+def split_args(argv: list[str]) -> tuple[Settings, list[str]]:
+    """The tune.* settings, checked, and the overrides for every trial's `python -m train`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    mine = [a.removeprefix("tune.") for a in argv if a.startswith("tune.")]
+    rest = [a for a in argv if not a.startswith("tune.")]
+    if bad := [a for a in rest if a.startswith("-")]:
+        raise UserError(f"python -m train.tune takes overrides only, not {' '.join(bad)}; the "
+                        "search itself is the sweep (no -m).")  # fmt: skip
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Settings), OmegaConf.from_dotlist(mine))
+    except OmegaConfBaseException as e:
+        keys = ", ".join("tune." + k for k in vars(Settings()))
+        raise UserError(f"tune settings: {' '.join(str(e).split())} (keys: {keys}).") from None
+    s = Settings(**OmegaConf.to_container(merged))
+    if s.pruner not in PRUNERS or s.n_trials < 0 or s.workers < 1 or not s.study.strip():
+        raise UserError(f"tune.pruner={s.pruner}, tune.n_trials={s.n_trials}, tune.workers="
+                        f"{s.workers}, tune.study={s.study!r}: the pruner is one of {PRUNERS}, "
+                        "n_trials >= 0, workers >= 1 and the study has a name.")  # fmt: skip
+    if "/" in s.study or s.study.startswith("."):
+        raise UserError(f"tune.study={s.study!r}: a name, not a path (it becomes a directory).")
+    return s, rest
+
+
+def load_space(name: str) -> dict[str, dict]:
+    """conf/tune/space/<name>.yaml, or a YAML file of the user's: per key a distribution,
+    checked."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from train.conf import CONF_DIR
+
+    folder = Path(CONF_DIR) / "tune" / "space"
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise UserError(f"tune.space={name}: no {path}; use one of {have} or a YAML file.")
+    try:
+        space = OmegaConf.to_container(OmegaConf.load(path))
+    except (OSError, OmegaConfBaseException, ValueError) as e:
+        raise UserError(f"tune.space={name}: {path} is not readable YAML ({e}).") from None
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"tune.space={name}: {path} names no keys to search.")
+    for key, d in space.items():
+        kind = d.get("type") if isinstance(d, dict) else None
+        ok = kind in KINDS and (
+            isinstance(d.get("choices"), list) and d["choices"]
+            if kind == "categorical"
+            else isinstance(d.get("low"), int | float) and d.get("high", d["low"]) > d["low"]
+        )
+        if not ok:
+            raise UserError(f"{path}: {key}: {d!r} is not a distribution; write {{type: float, "
+                            "low: 1e-4, high: 0.1, log: true}, {type: int, low: 32, high: 256, "
+                            "step: 32} or {type: categorical, choices: [adam, sgd]}.")  # fmt: skip
+    return space
+
+
+def suggest(trial, space: dict[str, dict], compose) -> list[str]:
+    """The trial's overrides: group choices first (optim, model, ...), then a value for each
+    key the config they make has (model.dropout is left out for a linear model)."""
+    from omegaconf import OmegaConf
+
+    absent = object()
+    groups = [_draw(trial, k, d) for k, d in space.items() if "." not in k]
+    cfg = compose(groups)
+    keys = [_draw(trial, k, d) for k, d in space.items()
+            if "." in k and OmegaConf.select(cfg, k, default=absent) is not absent]  # fmt: skip
+    return groups + keys
+
+
+def _draw(trial, key: str, d: dict) -> str:
+    if d["type"] == "categorical":
+        value = trial.suggest_categorical(key, d["choices"])
+    elif d["type"] == "int":
+        value = trial.suggest_int(key, d["low"], d["high"], step=d.get("step", 1),
+                                  log=d.get("log", False))  # fmt: skip
+    else:
+        value = trial.suggest_float(key, d["low"], d["high"], log=d.get("log", False))
+    return f"{key}={value}"
+
+
+class TrialFailed(Exception):
+    """A trial's config error (its UserError): the trial is FAIL with it, the study goes on."""
+
+
+class Report(Callback):
+    """A trial's monitored value to the study every epoch; stops the trial when the pruner
+    says so (the run then ends as an early stop does: checkpoints, metrics.json)."""
+
+    def __init__(self, trial, monitor: str):
+        self.trial, self.monitor, self.pruned, self.epoch = trial, monitor, False, 0
+
+    def on_epoch_end(self, state, epoch) -> None:
+        watched = epoch.results.get("val", epoch.results["train"])  # (as the loop monitors)
+        self.trial.report(watched[self.monitor], epoch.number)
+        self.epoch = epoch.number
+        if not epoch.final and self.trial.should_prune():
+            self.pruned = True
+            logging.getLogger("train").info(
+                "pruned by the study after epoch %d: %s is behind the other trials'",
+                     epoch.number, self.monitor)  # fmt: skip
+
+    def should_stop(self, state) -> bool:
+        return self.pruned
+
+
+def open_study(directory: Path, s: Settings, mode: str, create: bool = True):
+    """The study at directory/study.db (made if new), with heartbeats, the retry of stale
+    trials and the configured pruner."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # (our log says what happens)
+    storage = RDBStorage(s.storage or f"sqlite:///{directory / 'study.db'}",
+                         engine_kwargs={"connect_args": {"timeout": 60}},
+                         heartbeat_interval=s.heartbeat_s, grace_period=4 * s.heartbeat_s,
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                             max_retry=3))  # fmt: skip
+    pruner = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials,
+                                                      n_warmup_steps=s.warmup_epochs),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=s.warmup_epochs),
+        "none": optuna.pruners.NopPruner,
+    }[s.pruner]()  # fmt: skip
+    direction = "minimize" if mode == "min" else "maximize"
+    study = optuna.create_study(study_name=s.study, storage=storage, load_if_exists=True,
+                                direction=direction, pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=s.seed))  # fmt: skip
+    if study.direction.name.lower() != direction:
+        raise UserError(f"study {s.study} in {directory} {study.direction.name.lower()}s its "
+                        f"objective; this config's trainer.monitor_mode={mode} would "
+                        f"{direction} it. Use another tune.study.")  # fmt: skip
+    return study
+
+
+def objective(trial, base: list[str], space: dict, study_dir: Path, monitor: str):
+    """One trial: a run of `base` plus the trial's parameters, in study_dir/trial-<k>/."""
+    import optuna
+
+    from train import conf
+
+    params = suggest(trial, space, lambda groups: conf.compose([*base, *groups]))
+    run_dir = study_dir / f"trial-{trial.number}"
+    run_dir.mkdir()
+    trial.set_user_attr("run_dir", str(run_dir))
+    log.info("trial %d: %s", trial.number, " ".join(params) or "(the config as given)")
+    report = Report(trial, monitor)
+    try:
+        value = run_trial([*base, *params], run_dir, report)
+    except UserError as e:
+        trial.set_user_attr("error", e.message)
+        _mark(run_dir, trial, "FAIL", params, error=e.message)
+        log.info("trial %d failed: %s", trial.number, e.message)
+        raise TrialFailed(e.message) from None  # (a UserError is a SystemExit: Optuna would
+        # let it end the study)
+    state = "PRUNED" if report.pruned else "COMPLETE"
+    _mark(run_dir, trial, state, params, value=value)
+    log.info("trial %d %s after %d epoch(s): %s %.4g (%s)", trial.number, state.lower(),
+                report.epoch, monitor, value, run_dir)  # fmt: skip
+    if report.pruned:
+        raise optuna.TrialPruned(f"pruned after epoch {report.epoch}")
+    return value
+
+
+def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
+    """`python -m train overrides...` into `run_dir`, in this process; the monitored value of
+    its best weights. Its log also goes to run_dir/train.log, as Hydra's would."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from train import app, conf, rundir
+
+    rundir.forget()
+    cfg = conf.compose(overrides, hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        return app.train(cfg, run_dir, choices, overrides, callbacks=[report])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _mark(run_dir: Path, trial, state: str, params: list[str], **more) -> None:
+    """tune.json in the trial's run dir: which study and trial it was, and how it ended."""
+    from train.report import write_json
+
+    write_json(run_dir / "tune.json", {"study": trial.study.study_name, "trial": trial.number,
+                                       "state": state, "params": params, **more})  # fmt: skip
+
+
+def run_workers(argv: list[str], s: Settings) -> None:
+    """tune.workers=K: K processes of this command on one study, the trials shared out; one
+    GPU each where there are GPUs, else an equal share of the CPU cores each."""
+    import torch
+
+    from train.device import cpu_budget
+
+    shares = [s.n_trials // s.workers + (i < s.n_trials % s.workers) for i in range(s.workers)]
+    threads, gpus = max(1, cpu_budget()[0] // s.workers), torch.cuda.device_count()
+    args = [a for a in argv if not a.startswith(("tune.workers=", "tune.n_trials="))]
+    procs = []
+    for i, n in enumerate(x for x in shares if x):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), WORKER: str(i)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        cmd = [sys.executable, "-m", "train.tune", *args, "tune.workers=1", f"tune.n_trials={n}"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    gpu = f", GPU {', '.join(str(i % gpus) for i in range(len(procs)))}" if gpus else ""
+    log.info("%d workers, %s trials each, %d CPU thread(s)%s each", len(procs),
+             "/".join(str(n) for n in shares if n), threads, gpu)  # fmt: skip
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    if any(codes):
+        log.warning("worker exit codes: %s", codes)
+
+
+WORKER = "TRAIN_TUNE_WORKER"  # set in a worker process: it leaves the summary to its parent
+
+
+def summarize(study, study_dir: Path, base: list[str]) -> dict | None:
+    """The best trial (value, parameters, run dir, the command that retrains it), printed and
+    written to summary.json, with the optimisation history as history.png."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {st.name: n for st in TrialState if (n := sum(t.state == st for t in trials))}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not done:
+        print(f"study {study.study_name}: no completed trial yet ({counts or 'none'})")
+        return None
+    best = study.best_trial
+    params = [f"{k}={v}" for k, v in best.params.items()]
+    command = " ".join(["python", "-m", "train", *base, *params])
+    summary = {"study": study.study_name, "direction": study.direction.name.lower(),
+               "trials": counts, "best": {"trial": best.number, "value": best.value,
+                                          "params": best.params,
+                                          "run_dir": best.user_attrs.get("run_dir"),
+                                          "command": command}}  # fmt: skip
+    from train.report import write_json
+
+    write_json(study_dir / "summary.json", summary)
+    history_png(trials, study.direction.name == "MINIMIZE", study_dir / "history.png")
+    print(f"study {study.study_name}: {len(trials)} trials "
+          f"({', '.join(f'{n} {k.lower()}' for k, n in counts.items())})")  # fmt: skip
+    print(f"best: trial {best.number}, value {best.value:.4g}, {' '.join(params)}")
+    print(f"run dir: {best.user_attrs.get('run_dir')}")
+    print(f"retrain it: {command}")
+    return summary
+
+
+def history_png(trials, minimize: bool, path: Path) -> None:
+    """Each finished trial's value (pruned ones at their last report, grey) and the best so
+    far, against the trial number."""
+    from optuna.trial import TrialState
+    from PIL import Image, ImageDraw
+
+    points = [(t.number, t.value if t.state == TrialState.COMPLETE else
+               t.intermediate_values[max(t.intermediate_values)], t.state == TrialState.COMPLETE)
+              for t in trials if t.state == TrialState.COMPLETE or
+              (t.state == TrialState.PRUNED and t.intermediate_values)]  # fmt: skip
+    w, h, pad = 640, 400, 48
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    lo, hi = min(ys), max(ys)
+    span_x, span_y = max(max(xs) - min(xs), 1), max(hi - lo, 1e-12)
+
+    def at(x, y):
+        return (pad + (x - min(xs)) / span_x * (w - 2 * pad),
+                h - pad - (y - lo) / span_y * (h - 2 * pad))  # fmt: skip
+
+    draw.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    best, line = None, []
+    for x, y, complete in points:
+        cx, cy = at(x, y)
+        draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill="#1f77b4" if complete else "#aaaaaa")
+        if complete and (best is None or (y < best if minimize else y > best)):
+            best = y
+        if best is not None:
+            line.append(at(x, best))
+    if len(line) > 1:
+        draw.line(line, fill="#d62728", width=2)
+    draw.text((pad, 8), f"objective by trial (red: best so far; grey: pruned); {lo:.4g} .. "
+                        f"{hi:.4g}", fill="black")  # fmt: skip
+    draw.text((pad, h - pad + 8), f"trial {min(xs)} .. {max(xs)}", fill="black")
+    img.save(path)
+
+
+def main(argv: list[str]) -> None:
+    import warnings
+
+    import optuna
+
+    # Heartbeats and their retry are "experimental" in Optuna since 2.8: said once, here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from train import app, conf
+
+    # The console: this module's lines and warnings; each trial's whole log in its train.log.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger().handlers[0].addFilter(
+        lambda r: r.name == log.name or r.levelno >= logging.WARNING
+    )
+    s, base = split_args(argv)
+    cfg = conf.compose(base)  # every trial's config: checked once, before any trial
+    app.check(cfg)
+    space = load_space(s.space)
+    study_dir = Path(cfg.paths.runs_dir) / "tune" / s.study
+    study_dir.mkdir(parents=True, exist_ok=True)
+    mode, monitor = cfg.trainer.monitor_mode.value, cfg.trainer.monitor
+    study = open_study(study_dir, s, mode)
+    optuna.storages.fail_stale_trials(study)  # (a dead worker's trials: FAIL, then retried)
+    if s.workers > 1 and s.n_trials > 1:
+        run_workers(argv, s)
+    elif s.n_trials:
+        study.optimize(lambda t: objective(t, base, space, study_dir, monitor),
+                       n_trials=s.n_trials, catch=(TrialFailed,))  # fmt: skip
+    if not os.environ.get(WORKER):
+        summarize(study, study_dir, base)
+
+
+if __name__ == "__main__":
+    run_entrypoint(lambda: main(sys.argv[1:]))
