@@ -4,8 +4,10 @@ run resumes exactly; a rank that fails fails the job, named."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,11 +28,12 @@ def torchrun(tmp_path, data_dir):
     """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp:
     its CompletedProcess, or (`background=True`) the running Popen."""
 
-    def run(*args, script=None, timeout=300, background=False):
+    def run(*args, script=None, timeout=300, background=False, launcher=("--standalone",),
+            runs="ddp", nproc=2):  # fmt: skip
         target = [str(script)] if script is not None else ["-m", "train"]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               *target, f"paths.runs_dir={tmp_path / 'ddp'}", f"paths.data_dir={data_dir}",
-               "trainer.progress=lines", *args]  # fmt: skip
+        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher,
+               f"--nproc_per_node={nproc}", *target, f"paths.runs_dir={tmp_path / runs}",
+               f"paths.data_dir={data_dir}", "trainer.progress=lines", *args]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (torchrun's default; said to quieten it)
         if background:
             return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
@@ -197,3 +200,53 @@ def test_two_ranks_with_the_defaults_train_as_well_as_one_process(torchrun, trai
     one = train_run("data=digits", runs_dir=tmp_path / "one", small=False)
     a, b = (json.loads((r / "metrics.json").read_text())["test"]["accuracy"] for r in (ddp, one))
     assert a >= b - 0.02 and b >= 0.95, (a, b)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_launchers_as_two_nodes_train_as_one_launcher_with_two_ranks(torchrun, tmp_path):
+    """Multi-node torchrun, two "machines" on this one: --nnodes=2, one process each, a c10d
+    rendezvous on loopback; one run dir, the same weights as one launcher with 2 ranks."""
+    args = [*MLP, "trainer.max_epochs=2", "optim=sgd", "optim.lr=0.1"]
+    assert torchrun(*args).returncode == 0
+    port = _free_port()
+    nodes = [["--nnodes=2", f"--node_rank={i}", f"--rdzv_endpoint=127.0.0.1:{port}",
+              "--rdzv_backend=c10d", f"--rdzv_id=nodes-{port}"] for i in (0, 1)]  # fmt: skip
+    procs = [torchrun(*args, launcher=n, runs="nodes", nproc=1, background=True) for n in nodes]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    (two_nodes,) = run_dirs(tmp_path / "nodes")
+    (one_node,) = run_dirs(tmp_path / "ddp")
+    assert_same(outcome(two_nodes), outcome(one_node))
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_continues_the_run_bitwise(torchrun, tmp_path):
+    """torchrun --max-restarts=1: rank 0 (the one that writes) killed with SIGKILL mid-run;
+    torchrun restarts both workers, which continue the same run dir from its last checkpoint
+    with no resume= (TORCHELASTIC_RESTART_COUNT tells them), and end where an uninterrupted
+    run ends, bit for bit."""
+    args = [*MLP, "trainer.max_epochs=300", "trainer.patience=null", "optim=sgd",
+            "optim.lr=0.05", "trainer.checkpoint_every_s=0"]  # fmt: skip
+    proc = torchrun(*args, launcher=("--standalone", "--max-restarts=1"), runs="elastic",
+                    background=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "elastic").rglob("checkpoints/last.pt")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1)
+    (run,) = run_dirs(tmp_path / "elastic")
+    os.kill(int((run / ".lock").read_text()), signal.SIGKILL)  # rank 0 holds the run's lock
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert f"torchrun restart 1: continuing {run}" in out
+    assert run_dirs(tmp_path / "elastic") == [run] and (run / "run-1.json").is_file()
+    assert torchrun(*args).returncode == 0
+    (straight,) = run_dirs(tmp_path / "ddp")
+    assert_same(outcome(run), outcome(straight))

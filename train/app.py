@@ -45,6 +45,11 @@ def _start_and_run() -> float | None:
             "sweep with python -m train -m ... (hydra/launcher=joblib runs jobs in parallel, one "
             "GPU each), or start torchrun once per configuration."
         )
+    if distributed.ranks().many:  # a worker torchrun restarted: continue the job's run
+        from train import elastic, resume
+
+        flags, given = resume.split_args(sys.argv[1:])
+        sys.argv[1:] = [*flags, *elastic.continued(given, _compose)]
     sys.argv[1:] = _rebuilt(sys.argv[1:])
     distributed.start()
     return _hydra_main()

@@ -68,8 +68,28 @@ def start() -> Ranks:
     if not dist.is_initialized():
         if torch.cuda.is_available() and r.local < torch.cuda.device_count():
             torch.cuda.set_device(r.local)  # NCCL's communicators bind to the current device
-        dist.init_process_group(backend())
+        dist.init_process_group(backend(), **_restart_store(r))
     return r
+
+
+def _restart_store(r: Ranks) -> dict:
+    """Workers torchrun restarted, on one machine: a store prefix of their own attempt.
+    Restarted workers share the agent's store with the failed attempt, whose ranks' addresses
+    still lie there; a restarted rank that arrives first reads its peer's dead address and
+    Gloo's connection fails or hangs (pytorch/pytorch#167288). Several machines keep torch's
+    default: their agents' restart counts can differ (pytorch/pytorch#108158)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    env = os.environ
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt in ("", "0") or env.get("GROUP_WORLD_SIZE", "1") != "1" or "MASTER_PORT" not in env:
+        return {}
+    store = dist.TCPStore(env.get("MASTER_ADDR", "localhost"), int(env["MASTER_PORT"]),
+                          is_master=False, timeout=datetime.timedelta(minutes=30))  # fmt: skip
+    prefix = f"train/{env.get('TORCHELASTIC_RUN_ID', '')}/attempt_{attempt}"
+    return {"store": dist.PrefixStore(prefix, store), "rank": r.rank, "world_size": r.world}
 
 
 def finish() -> None:

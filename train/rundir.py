@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from train import distributed
+from train import distributed, elastic
 from train.errors import UserError
 from train.resume import (  # (what resume= may change, names)
     LOOSE,
@@ -53,7 +53,9 @@ def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
                 lock(run)
             _chosen[key] = str(run)
         else:
-            _chosen[key] = distributed.agreed(lambda: str(_fresh(Path(runs_dir) / name)))
+            _chosen[key] = distributed.agreed(  # (torchrun: remembered for its restarts)
+                lambda: str(elastic.remember(runs_dir, _fresh(Path(runs_dir) / name)))
+            )
     return _chosen[key]
 
 
