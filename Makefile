@@ -14,7 +14,7 @@ export UV_COMPILE_BYTECODE := 1
 COMPOSE := docker compose
 
 .PHONY: volumes .env build-cuda
-.PHONY: help venv test test-slow test-docker lint lock build train train-ddp shell evaluate data doctor \
+.PHONY: help venv test test-slow test-docker lint lock build train train-ddp train-multinode shell evaluate data doctor \
         tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export
 
 help: ## List the targets
@@ -47,6 +47,13 @@ train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=d
 train-ddp: .env volumes ## Train on NPROC processes with torchrun (DDP): make train-ddp NPROC=2 ARGS="model=cnn"
 	$(COMPOSE) run --rm train python -m train.launch --standalone --nproc_per_node=$(NPROC) \
 		-m train $(ARGS)
+
+MULTINODE = $(COMPOSE) -f compose.yaml -f compose.multinode.yaml
+train-multinode: .env volumes ## Two containers as two torchrun nodes: make train-multinode ARGS="data=digits"
+	TRAIN_ARGS='$(ARGS)' RDZV_ID=multinode-$$$$ $(MULTINODE) up --no-log-prefix node0 node1; \
+	codes=$$($(MULTINODE) ps -a --format '{{.ExitCode}}' node0 node1 | sort -u | tr '\n' ' '); \
+	$(MULTINODE) rm -f node0 node1 >/dev/null 2>&1; \
+	[ "$$codes" = "0 " ] || { echo "a node failed (exit codes: $$codes)" >&2; exit 1; }
 
 evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
 	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)

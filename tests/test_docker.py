@@ -183,6 +183,31 @@ def test_a_search_in_the_image_keeps_its_study_on_the_runs_volume(project):
     assert "study docker: 3 trials" in out.stdout
 
 
+def test_two_containers_train_as_two_torchrun_nodes_into_one_run(project, tmp_path):
+    """make train-multinode: two containers of the CPU image as two machines (one process each,
+    a c10d rendezvous at node0 by its service name over the compose network), one run dir on
+    the shared runs volume, written by rank 0 alone, with a world of 2 in its record."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {**project.env, "RUNS_DIR": str(runs)}
+    args = "ARGS=data=digits trainer.max_epochs=2"
+    out = subprocess.run(["make", "train-multinode", args], cwd=clone, env=env,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (run,) = (p.parent for p in runs.rglob("metrics.json"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert "torchrun: 2 ranks (gloo)" in out.stdout
+    assert not [
+        c
+        for c in subprocess.run(
+            ["docker", "ps", "-aq", "-f", "name=train-node"], capture_output=True, text=True
+        ).stdout.split()
+    ]
+
+
 def test_tensorboard_becomes_healthy_and_lists_the_run(project):
     if not runs_of(project.home):
         project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=1", check=True)

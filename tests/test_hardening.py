@@ -389,9 +389,9 @@ def saving(root: Path) -> bool:
 
 @pytest.mark.slow
 def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data_dir, train_run):
-    """kill -9 thirty times at random moments (many inside saves of ~50 MB checkpoints), each
-    time resumed: the run ends bit for bit where an uninterrupted one does, and no temporary
-    file is left anywhere."""
+    """kill -9 at least thirty times at random moments (12 or more inside saves of ~50 MB
+    checkpoints), each time resumed: the run ends bit for bit where an uninterrupted one does,
+    and no temporary file is left anywhere."""
     import random
 
     args = ["trainer.checkpoint_every_s=0",  # a save every epoch: many moments to kill inside
@@ -400,7 +400,9 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
             f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp_path / 'killed'}"]  # fmt: skip
     rng = random.Random(0)
     kills, inside_saves, done, cmd = 0, 0, False, [sys.executable, "-m", "train", *args]
-    while kills < 30 and not done:
+    # At least 30 kills, at least 12 of them inside a save (a kill aimed at a save can land
+    # just after it on a busy machine: then it goes on, up to 45 kills).
+    while (kills < 30 or inside_saves < 12) and kills < 45 and not done:
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills == 0:  # the first kill only once a checkpoint exists; then resume that run
             while not run_dirs(tmp_path / "killed") and child.poll() is None:
@@ -410,7 +412,7 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
             deadline = time.monotonic() + 30
             while not saving(tmp_path) and child.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.05))
+            time.sleep(rng.uniform(0, 0.03))
         else:  # the others anywhere: start-up, steps, validation, saves
             time.sleep(rng.uniform(3.5, 6.0))
         if child.poll() is not None:  # finished before this kill
@@ -429,4 +431,4 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     assert_same(outcome(whole), outcome(run))
     assert not list(tmp_path.rglob(".*.tmp-*")), "temporary files were left behind"
     print(f"\n{kills} kills, {inside_saves} of them inside a save")
-    assert kills == 30 and inside_saves >= 12, (kills, inside_saves)
+    assert kills >= 30 and inside_saves >= 12, (kills, inside_saves)
