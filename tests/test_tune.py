@@ -62,6 +62,13 @@ def test_a_study_on_digits_finds_95_percent_prunes_and_continues(tmp_path):
     again = tune(tmp_path, *DIGITS, "tune.study=digits", "tune.n_trials=2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(trials(tmp_path, "digits")) == 12  # the same study, two more trials
+    summary_only = tune(tmp_path, *DIGITS, "tune.study=digits", "tune.n_trials=0")
+    assert summary_only.returncode == 0 and "study digits: 12 trials" in summary_only.stdout
+    assert len(trials(tmp_path, "digits")) == 12
+    replayed = subprocess.run([sys.executable, "-m", "train.reproduce", str(best)],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stdout[-2000:] + replayed.stderr[-2000:]
+    assert "match: final weights and metrics are identical" in replayed.stdout
 
 
 def test_a_killed_worker_leaves_no_running_trial_and_its_trial_is_retried(tmp_path):
