@@ -205,7 +205,12 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject's [project.scripts]) and `python -m train.doctor`."""
     from train.errors import run_entrypoint
 
     run_entrypoint(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

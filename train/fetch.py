@@ -18,5 +18,10 @@ def main(argv: list[str]) -> None:
     print(f"ready in {cfg.paths.data_dir}: {sizes}; inputs {tuple(data.in_shape)}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject's [project.scripts]) and `python -m train.fetch`."""
     run_entrypoint(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

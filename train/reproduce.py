@@ -117,5 +117,10 @@ def main(argv: list[str]) -> int:
     return 1
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject's [project.scripts]) and `python -m train.reproduce`."""
     run_entrypoint(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

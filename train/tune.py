@@ -375,5 +375,10 @@ def main(argv: list[str]) -> None:
         summarize(study, study_dir, base)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (pyproject's [project.scripts]) and `python -m train.tune`."""
     run_entrypoint(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

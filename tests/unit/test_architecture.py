@@ -2,12 +2,19 @@
 building blocks never import a command, and no function in train/ longer than a screen."""
 
 import ast
+import importlib
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "train"
-# Modules a user runs (python -m train.<name>); everything else is a building block.
-COMMANDS = {"__main__", "app", "evaluate", "predict", "export", "fetch", "reproduce", "launch",
-            "tune"}  # fmt: skip
+# The commands, in one place: pyproject's [project.scripts] (module:function).
+SCRIPTS = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+# Modules with a command (doctor and summary are building blocks with one too); everything
+# else is a building block.
+COMMANDS = {"__main__"} | {t.split(":")[0].removeprefix("train.") for t in SCRIPTS.values()} - {
+    "doctor",
+    "summary",
+}
 MAX_LINES = 60
 
 
@@ -64,6 +71,22 @@ def test_building_blocks_never_import_commands():
     wrong = {m: sorted(deps & COMMANDS) for m, deps in graph.items()
              if m not in COMMANDS and deps & COMMANDS}  # fmt: skip
     assert not wrong, wrong
+
+
+def test_every_command_is_a_script_taking_no_arguments():
+    """A module run as python -m train.<name> is also pyproject's console script train-<name>."""
+    import inspect
+
+    runnable = {
+        p.stem for p in PACKAGE.glob("*.py") if 'if __name__ == "__main__"' in p.read_text()
+    }
+    listed = {t.split(":")[0].removeprefix("train.") for t in SCRIPTS.values()}
+    assert runnable | {"app"} == listed  # (app runs as python -m train, through __main__)
+    for target in SCRIPTS.values():
+        module, name = target.split(":")
+        function = getattr(importlib.import_module(module), name)
+        assert not [p for p in inspect.signature(function).parameters.values()
+                    if p.default is inspect.Parameter.empty]  # fmt: skip
 
 
 def test_functions_fit_on_a_screen():
