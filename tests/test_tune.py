@@ -61,9 +61,14 @@ def test_a_study_on_digits_finds_95_percent_prunes_and_continues(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     again = tune(tmp_path, *DIGITS, "tune.study=digits", "tune.n_trials=2")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(trials(tmp_path, "digits")) == 12  # the same study, two more trials
-    summary_only = tune(tmp_path, *DIGITS, "tune.study=digits", "tune.n_trials=0")
+    after = trials(tmp_path, "digits")
+    assert len(after) == 12  # the same study, two more trials, not the first two again
+    assert all(t.params not in [u.params for u in after[:10]] for t in after[10:])
+    other = tune(tmp_path, "data=digits", "tune.study=digits", "tune.n_trials=1")
+    assert other.returncode == 2 and "optimises accuracy (max)" in other.stderr  # not loss
+    summary_only = tune(tmp_path, "data=digits", "tune.study=digits", "tune.n_trials=0")
     assert summary_only.returncode == 0 and "study digits: 12 trials" in summary_only.stdout
+    assert "trainer.monitor=accuracy" in summary_only.stdout  # the best run's own overrides
     assert len(trials(tmp_path, "digits")) == 12
     replayed = subprocess.run([sys.executable, "-m", "train.reproduce", str(best)],
                               capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
@@ -121,12 +126,40 @@ def test_a_trial_with_a_config_error_is_recorded_and_the_study_goes_on(tmp_path)
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["tune.pruner=sometimes"], "the pruner is one of"),
+    (["tune.pruner=sometimes"], "tune.pruner=sometimes: use one of median"),
+    (["tune.n_trials=-1", "tune.workers=0"], "only); tune.workers=0: 1 or more"),
     (["tune.space=nowhere"], "tune.space=nowhere"),
-    (["tune.studdy=x"], "tune settings"),
+    (["tune.studdy=x"], "did you mean tune.study?"),
+    (["tune.study=../x"], "a name, not a path"),
+    (["trainer.max_epoch=3"], "trainer.max_epoch"),
     (["-m"], "overrides only"),
 ])  # fmt: skip
 def test_bad_tune_settings_are_one_paragraph_and_exit_2(tmp_path, args, needle):
     out = tune(tmp_path, "data=digits", *args)
     assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("optim.betta: {type: float, low: 0.1, high: 0.9}", "optim.betta is in no optim config"),
+    ("optim: {type: categorical, choices: [adam, nosuchopt]}", "['nosuchopt'] not among"),
+    ("optim.lr: {type: float, low: 0.5, high: 0.01}", "low 0.5 must be below high 0.01"),
+    ("optim.lr: {type: flaot, low: 0.01, high: 0.5}", "type 'flaot' is not one of"),
+])  # fmt: skip
+def test_a_space_that_cannot_be_searched_is_refused_before_any_trial(tmp_path, entry, needle):
+    """A typo'd key searched nothing, silently; an unknown option crashed the study."""
+    space = tmp_path / "space.yaml"
+    space.write_text(entry + "\n")
+    out = tune(tmp_path, "data=digits", "tune.study=s", f"tune.space={space}")
+    assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not (tmp_path / "runs" / "tune").exists()
+
+
+def test_list_choices_become_overrides_hydra_reads(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("model.hidden: {type: categorical, choices: [[16], [32, 16]]}\n")
+    out = tune(tmp_path, *DIGITS, "trainer.max_epochs=2", "tune.study=h", f"tune.space={space}",
+               "tune.n_trials=2")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "UserWarning" not in out.stderr
+    assert {t.params["model.hidden"] for t in trials(tmp_path, "h")} <= {"[16]", "[32,16]"}

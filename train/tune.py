@@ -11,8 +11,10 @@ is a run dir `trial-<k>/` beside the study, so evaluate, predict, export and rep
 on it, and TensorBoard's HPARAMS tab compares the trials.
 """
 
+import difflib
 import logging
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,18 +56,25 @@ def split_args(argv: list[str]) -> tuple[Settings, list[str]]:
     if bad := [a for a in rest if a.startswith("-")]:
         raise UserError(f"python -m train.tune takes overrides only, not {' '.join(bad)}; the "
                         "search itself is the sweep (no -m).")  # fmt: skip
+    keys = [f"tune.{k}" for k in vars(Settings())]
+    named = [f"tune.{m.split('=')[0]}" for m in mine]
+    if unknown := [k for k in named if k not in keys]:
+        near = {k: difflib.get_close_matches(k, keys, 1) for k in unknown}
+        raise UserError("no such tune setting: " + ", ".join(
+            f"{k}" + (f" (did you mean {near[k][0]}?)" if near[k] else "") for k in unknown)
+            + f". The settings are {', '.join(keys)}.")  # fmt: skip
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Settings), OmegaConf.from_dotlist(mine))
     except OmegaConfBaseException as e:
-        keys = ", ".join("tune." + k for k in vars(Settings()))
-        raise UserError(f"tune settings: {' '.join(str(e).split())} (keys: {keys}).") from None
+        raise UserError(f"tune.{e.full_key}: {e.msg.splitlines()[0]}") from None  # (a type)
     s = Settings(**OmegaConf.to_container(merged))
-    if s.pruner not in PRUNERS or s.n_trials < 0 or s.workers < 1 or not s.study.strip():
-        raise UserError(f"tune.pruner={s.pruner}, tune.n_trials={s.n_trials}, tune.workers="
-                        f"{s.workers}, tune.study={s.study!r}: the pruner is one of {PRUNERS}, "
-                        "n_trials >= 0, workers >= 1 and the study has a name.")  # fmt: skip
-    if "/" in s.study or s.study.startswith("."):
-        raise UserError(f"tune.study={s.study!r}: a name, not a path (it becomes a directory).")
+    rules = [(s.pruner in PRUNERS, f"tune.pruner={s.pruner}: use one of {', '.join(PRUNERS)}"),
+             (s.n_trials >= 0, f"tune.n_trials={s.n_trials}: 0 or more (0: the summary only)"),
+             (s.workers >= 1, f"tune.workers={s.workers}: 1 or more"),
+             (bool(s.study.strip()) and "/" not in s.study and not s.study.startswith("."),
+              f"tune.study={s.study!r}: a name, not a path (it becomes a directory)")]  # fmt: skip
+    if bad := [why for ok, why in rules if not ok]:
+        raise UserError("; ".join(bad) + ".")
     return s, rest
 
 
@@ -89,41 +98,89 @@ def load_space(name: str) -> dict[str, dict]:
     if not isinstance(space, dict) or not space:
         raise UserError(f"tune.space={name}: {path} names no keys to search.")
     for key, d in space.items():
-        kind = d.get("type") if isinstance(d, dict) else None
-        ok = kind in KINDS and (
-            isinstance(d.get("choices"), list) and d["choices"]
-            if kind == "categorical"
-            else isinstance(d.get("low"), int | float) and d.get("high", d["low"]) > d["low"]
-        )
-        if not ok:
-            raise UserError(f"{path}: {key}: {d!r} is not a distribution; write {{type: float, "
-                            "low: 1e-4, high: 0.1, log: true}, {type: int, low: 32, high: 256, "
-                            "step: 32} or {type: categorical, choices: [adam, sgd]}.")  # fmt: skip
+        if why := _not_a_distribution(d):
+            raise UserError(f"{path}: {key}: {why}. Write {{type: float, low: 1e-4, high: 0.1, "
+                            "log: true}, {type: int, low: 32, high: 256, step: 32} or {type: "
+                            "categorical, choices: [adam, sgd]}.")  # fmt: skip
     return space
+
+
+def _not_a_distribution(d) -> str | None:
+    """What is wrong with a space entry, or None."""
+    if not isinstance(d, dict) or d.get("type") not in KINDS:
+        kind = d.get("type") if isinstance(d, dict) else d
+        return f"type {kind!r} is not one of {', '.join(KINDS)}"
+    if d["type"] == "categorical":
+        ok = isinstance(d.get("choices"), list) and d["choices"]
+        return None if ok else f"choices {d.get('choices')!r} is not a non-empty list"
+    low, high = d.get("low"), d.get("high")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        return f"low {low!r} and high {high!r} must both be numbers"
+    if not low < high:
+        return f"low {low} must be below high {high}"
+    if d.get("log") and low <= 0:
+        return f"a log scale needs low > 0, not {low}"
+    return None
+
+
+def check_space(space: dict[str, dict], compose) -> None:
+    """Refuse, before any trial, a group choice that is no option of its group and a key that
+    no option of its group has (a typo would otherwise search nothing, silently)."""
+    from train.conf import CONF_DIR
+
+    def options(group: str) -> list[str]:
+        return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+    for key, d in space.items():
+        if "." not in key:
+            if not options(key):
+                raise UserError(f"tune.space: {key} is not a config group; groups are searched "
+                                "by name (optim, model, sched, ...) and values by key "
+                                "(optim.lr).")  # fmt: skip
+            if bad := [c for c in d.get("choices", []) if str(c) not in options(key)]:
+                raise UserError(f"tune.space: {key}: {bad} not among its options "
+                                f"{options(key)}.")  # fmt: skip
+        elif not any(_has(compose([f"{key.split('.')[0]}={o}"]), key)
+                     for o in options(key.split(".")[0]) or [None]):  # fmt: skip
+            raise UserError(f"tune.space: {key} is in no {key.split('.')[0]} config (a typo?); "
+                            "python -m train --cfg job lists the keys.")  # fmt: skip
+
+
+def _has(cfg, key: str) -> bool:
+    from omegaconf import OmegaConf
+
+    absent = object()
+    return OmegaConf.select(cfg, key, default=absent) is not absent
 
 
 def suggest(trial, space: dict[str, dict], compose) -> list[str]:
     """The trial's overrides: group choices first (optim, model, ...), then a value for each
     key the config they make has (model.dropout is left out for a linear model)."""
-    from omegaconf import OmegaConf
-
-    absent = object()
     groups = [_draw(trial, k, d) for k, d in space.items() if "." not in k]
     cfg = compose(groups)
-    keys = [_draw(trial, k, d) for k, d in space.items()
-            if "." in k and OmegaConf.select(cfg, k, default=absent) is not absent]  # fmt: skip
+    keys = [_draw(trial, k, d) for k, d in space.items() if "." in k and _has(cfg, k)]
     return groups + keys
 
 
 def _draw(trial, key: str, d: dict) -> str:
-    if d["type"] == "categorical":
-        value = trial.suggest_categorical(key, d["choices"])
+    if d["type"] == "categorical":  # (lists as Hydra writes them: Optuna stores plain values)
+        value = trial.suggest_categorical(key, [c if isinstance(c, str | int | float | bool)
+                                                else _hydra(c) for c in d["choices"]])  # fmt: skip
     elif d["type"] == "int":
         value = trial.suggest_int(key, d["low"], d["high"], step=d.get("step", 1),
                                   log=d.get("log", False))  # fmt: skip
     else:
         value = trial.suggest_float(key, d["low"], d["high"], log=d.get("log", False))
     return f"{key}={value}"
+
+
+def _hydra(value) -> str:
+    """A list or mapping as a Hydra override writes it: [128,64], {a:1}."""
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 class TrialFailed(Exception):
@@ -151,42 +208,62 @@ class Report(Callback):
         return self.pruned
 
 
-def open_study(directory: Path, s: Settings, mode: str, create: bool = True):
-    """The study at directory/study.db (made if new), with heartbeats, the retry of stale
-    trials and the configured pruner."""
+def open_study(directory: Path, s: Settings, monitor: str, mode: str):
+    """The study at directory/study.db (or tune.storage), made if new, with heartbeats, the
+    retry of stale trials and the configured pruner. A study keeps what it optimises: another
+    trainer.monitor or monitor_mode is refused (not for the summary alone, n_trials=0)."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # (our log says what happens)
-    storage = RDBStorage(s.storage or f"sqlite:///{directory / 'study.db'}",
-                         engine_kwargs={"connect_args": {"timeout": 60}},
-                         heartbeat_interval=s.heartbeat_s, grace_period=4 * s.heartbeat_s,
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                             max_retry=3))  # fmt: skip
-    pruner = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials,
-                                                      n_warmup_steps=s.warmup_epochs),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=s.warmup_epochs),
-        "none": optuna.pruners.NopPruner,
-    }[s.pruner]()  # fmt: skip
+    storage = _storage(directory, s)
+    known = [x.study_name for x in optuna.get_all_study_summaries(storage)]
+    if s.study not in known and s.n_trials == 0:
+        raise UserError(f"no study {s.study} in {storage.url}: nothing to summarise yet.")
     direction = "minimize" if mode == "min" else "maximize"
     study = optuna.create_study(study_name=s.study, storage=storage, load_if_exists=True,
-                                direction=direction, pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=s.seed))  # fmt: skip
-    if study.direction.name.lower() != direction:
-        raise UserError(f"study {s.study} in {directory} {study.direction.name.lower()}s its "
-                        f"objective; this config's trainer.monitor_mode={mode} would "
-                        f"{direction} it. Use another tune.study.")  # fmt: skip
+                                direction=direction, pruner=_pruner(s))  # fmt: skip
+    if s.study not in known:
+        study.set_user_attr("monitor", monitor)
+        study.set_user_attr("monitor_mode", mode)
+    had = study.user_attrs.get("monitor", monitor), study.user_attrs.get("monitor_mode", mode)
+    if s.n_trials and had != (monitor, mode):
+        raise UserError(f"study {s.study} optimises {had[0]} ({had[1]}); this command's is "
+                        f"{monitor} ({mode}). Give trainer.monitor={had[0]} "
+                        f"trainer.monitor_mode={had[1]} to continue it, or another "
+                        "tune.study.")  # fmt: skip
+    # A sampler seeded anew on every call (and worker): a continued study draws new trials.
+    if s.seed is not None:
+        seed = s.seed + 7919 * len(study.trials) + 104729 * int(os.environ.get(WORKER, 0))
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
     return study
+
+
+def _storage(directory: Path, s: Settings):
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    return RDBStorage(s.storage or f"sqlite:///{directory / 'study.db'}",
+                      engine_kwargs={"connect_args": {"timeout": 60}},
+                      heartbeat_interval=s.heartbeat_s, grace_period=4 * s.heartbeat_s,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                          max_retry=3))  # fmt: skip
+
+
+def _pruner(s: Settings):
+    import optuna
+
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials,
+                                           n_warmup_steps=s.warmup_epochs)  # fmt: skip
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=s.warmup_epochs)
+    return optuna.pruners.NopPruner()
 
 
 def objective(trial, base: list[str], space: dict, study_dir: Path, monitor: str):
     """One trial: a run of `base` plus the trial's parameters, in study_dir/trial-<k>/."""
     import optuna
 
-    from train import conf
-
-    params = suggest(trial, space, lambda groups: conf.compose([*base, *groups]))
+    params = suggest(trial, space, lambda groups: compose([*base, *groups]))
     run_dir = study_dir / f"trial-{trial.number}"
     run_dir.mkdir()
     trial.set_user_attr("run_dir", str(run_dir))
@@ -194,19 +271,38 @@ def objective(trial, base: list[str], space: dict, study_dir: Path, monitor: str
     report = Report(trial, monitor)
     try:
         value = run_trial([*base, *params], run_dir, report)
-    except UserError as e:
+    except UserError as e:  # (a SystemExit: Optuna would let it end the study)
         trial.set_user_attr("error", e.message)
         _mark(run_dir, trial, "FAIL", params, error=e.message)
         log.info("trial %d failed: %s", trial.number, e.message)
-        raise TrialFailed(e.message) from None  # (a UserError is a SystemExit: Optuna would
-        # let it end the study)
+        raise TrialFailed(e.message) from None
+    except SystemExit as e:  # a signal: the run saved and said so; the trial ends FAIL now
+        _mark(run_dir, trial, "FAIL", params, error=f"interrupted (exit {e.code})")
+        raise Interrupted(e.code) from None
     state = "PRUNED" if report.pruned else "COMPLETE"
     _mark(run_dir, trial, state, params, value=value)
     log.info("trial %d %s after %d epoch(s): %s %.4g (%s)", trial.number, state.lower(),
-                report.epoch, monitor, value, run_dir)  # fmt: skip
+             report.epoch, monitor, value, run_dir)  # fmt: skip
     if report.pruned:
         raise optuna.TrialPruned(f"pruned after epoch {report.epoch}")
     return value
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM during a trial: Optuna marks the trial FAIL at once (not RUNNING until
+    its heartbeat goes stale), then the command exits with the signal's code."""
+
+
+def compose(overrides: list[str]):
+    """A trial's config; Hydra's errors as one paragraph."""
+    from hydra.errors import HydraException
+
+    from train import conf
+
+    try:
+        return conf.compose(overrides)
+    except HydraException as e:
+        raise UserError(" ".join(str(e).split())) from None
 
 
 def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
@@ -287,7 +383,7 @@ def summarize(study, study_dir: Path, base: list[str]) -> dict | None:
         return None
     best = study.best_trial
     params = [f"{k}={v}" for k, v in best.params.items()]
-    command = " ".join(["python", "-m", "train", *base, *params])
+    command = shlex.join(["python", "-m", "train", *_trained_with(best, [*base, *params])])
     summary = {"study": study.study_name, "direction": study.direction.name.lower(),
                "trials": counts, "best": {"trial": best.number, "value": best.value,
                                           "params": best.params,
@@ -303,6 +399,18 @@ def summarize(study, study_dir: Path, base: list[str]) -> dict | None:
     print(f"run dir: {best.user_attrs.get('run_dir')}")
     print(f"retrain it: {command}")
     return summary
+
+
+def _trained_with(trial, fallback: list[str]) -> list[str]:
+    """The overrides the trial's run recorded (its run.json): what retrains it, whatever a
+    later call of the study was given."""
+    from train.record import RunRecord
+
+    run = trial.user_attrs.get("run_dir")
+    try:
+        return RunRecord.read(Path(run) / "run.json").overrides if run else fallback
+    except UserError:
+        return fallback
 
 
 def history_png(trials, minimize: bool, path: Path) -> None:
@@ -350,7 +458,7 @@ def main(argv: list[str]) -> None:
 
     # Heartbeats and their retry are "experimental" in Optuna since 2.8: said once, here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from train import app, conf
+    from train import app
 
     # The console: this module's lines and warnings; each trial's whole log in its train.log.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -358,19 +466,26 @@ def main(argv: list[str]) -> None:
         lambda r: r.name == log.name or r.levelno >= logging.WARNING
     )
     s, base = split_args(argv)
-    cfg = conf.compose(base)  # every trial's config: checked once, before any trial
+    cfg = compose(base)  # every trial's config: checked once, before any trial
     app.check(cfg)
     space = load_space(s.space)
+    if s.n_trials:
+        check_space(space, lambda extra: compose([*base, *extra]))
     study_dir = Path(cfg.paths.runs_dir) / "tune" / s.study
     study_dir.mkdir(parents=True, exist_ok=True)
-    mode, monitor = cfg.trainer.monitor_mode.value, cfg.trainer.monitor
-    study = open_study(study_dir, s, mode)
+    monitor, mode = cfg.trainer.monitor, cfg.trainer.monitor_mode.value
+    study = open_study(study_dir, s, monitor, mode)
     optuna.storages.fail_stale_trials(study)  # (a dead worker's trials: FAIL, then retried)
-    if s.workers > 1 and s.n_trials > 1:
-        run_workers(argv, s)
-    elif s.n_trials:
-        study.optimize(lambda t: objective(t, base, space, study_dir, monitor),
-                       n_trials=s.n_trials, catch=(TrialFailed,))  # fmt: skip
+    try:
+        if s.workers > 1 and s.n_trials > 1:
+            run_workers(argv, s)
+        elif s.n_trials:
+            study.optimize(lambda t: objective(t, base, space, study_dir, monitor),
+                           n_trials=s.n_trials, catch=(TrialFailed,))  # fmt: skip
+    except Interrupted as e:
+        print("the study was interrupted: its trial is FAIL; the same command goes on with new "
+              "trials", flush=True)  # fmt: skip
+        raise SystemExit(e.args[0] if e.args else 130) from None
     if not os.environ.get(WORKER):
         summarize(study, study_dir, base)
 
