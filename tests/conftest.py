@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from bench.speed import write_idx  # (MNIST's file format: the benchmark writes it too)
@@ -114,14 +113,7 @@ def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = Tr
     if edit is not None:
         with open_dict(cfg):
             edit(cfg)
-    HydraConfig.instance().set_config(cfg)
-    run_dir = Path(cfg.hydra.run.dir)
-    choices = dict(cfg.hydra.runtime.choices)
-    overrides = list(cfg.hydra.overrides.task)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    app.train(cfg, run_dir, choices, overrides)
-    return run_dir
+    return app.train_composed(cfg)[0]
 
 
 @pytest.fixture

@@ -100,6 +100,23 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
         rundir.release()
 
 
+def train_composed(cfg: DictConfig, run_dir: Path | None = None,
+                   callbacks=()) -> tuple[Path, float | None]:  # fmt: skip
+    """Train, in this process, a config composed with its hydra node (conf.compose(...,
+    hydra=True)) as the Hydra main does: the choices and overrides from that node, the run dir
+    its hydra.run.dir unless given. The run dir and the monitored value. (train.tune's trials,
+    the tests.)"""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    HydraConfig.instance().set_config(cfg)
+    run_dir = run_dir if run_dir is not None else Path(cfg.hydra.run.dir)
+    choices, overrides = dict(cfg.hydra.runtime.choices), list(cfg.hydra.overrides.task)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return run_dir, train(cfg, run_dir, choices, overrides, callbacks=callbacks)
+
+
 def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
            job: int | None = None, extra: list | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).

@@ -6,7 +6,7 @@ curves come first on its page."""
 import itertools
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -93,13 +93,10 @@ class Metrics:
             splits = {k: blob.pop(k) for k in SPLITS if k in blob}
             if blob.get("format", 1) != FORMAT:
                 raise ValueError(f"format {blob.get('format')!r}, this version reads {FORMAT}")
-            return cls(splits=splits, **{k: v for k, v in blob.items() if k in _METRIC_FIELDS})
+            names = {f.name for f in fields(cls)} - {"splits"}
+            return cls(splits=splits, **{k: v for k, v in blob.items() if k in names})
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise UserError(f"{path} is not a readable metrics file ({e}).") from None
-
-
-_METRIC_FIELDS = {"best_step", "epochs", "steps", "seed", "monitor", "skipped_nonfinite", "timing",
-                  "confusion_matrix", "format"}  # fmt: skip
 
 
 def write_json(path: Path, obj) -> None:

@@ -27,7 +27,6 @@ log = logging.getLogger("train.tune")  # on the console; the trials' own lines i
 PRUNERS = ("median", "hyperband", "none")
 KINDS = ("float", "int", "categorical")
 HEARTBEAT_S = 5  # a live trial's heartbeat; one silent for 4x this is a dead process's
-EXIT_PRUNED = 0
 
 
 @dataclass
@@ -293,14 +292,14 @@ class Interrupted(KeyboardInterrupt):
     its heartbeat goes stale), then the command exits with the signal's code."""
 
 
-def compose(overrides: list[str]):
+def compose(overrides: list[str], hydra: bool = False):
     """A trial's config; Hydra's errors as one paragraph."""
     from hydra.errors import HydraException
 
     from train import conf
 
     try:
-        return conf.compose(overrides)
+        return conf.compose(overrides, hydra=hydra)
     except HydraException as e:
         raise UserError(" ".join(str(e).split())) from None
 
@@ -308,22 +307,15 @@ def compose(overrides: list[str]):
 def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
     """`python -m train overrides...` into `run_dir`, in this process; the monitored value of
     its best weights. Its log also goes to run_dir/train.log, as Hydra's would."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from train import app, conf, rundir
+    from train import app, rundir
 
     rundir.forget()
-    cfg = conf.compose(overrides, hydra=True)
-    HydraConfig.instance().set_config(cfg)
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = compose(overrides, hydra=True)
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return app.train(cfg, run_dir, choices, overrides, callbacks=[report])
+        return app.train_composed(cfg, run_dir, callbacks=[report])[1]
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
