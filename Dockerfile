@@ -80,10 +80,11 @@ WORKDIR /app
 COPY docker/entrypoint.sh /app/docker/entrypoint.sh
 COPY conf ./conf
 COPY train ./train
+COPY hydra_plugins ./hydra_plugins
 # The package is /app/train on the path (no copy into site-packages): a code change is this
 # layer alone.
 RUN echo /app >"$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/train.pth" \
- && python -m compileall -q train
+ && python -m compileall -q train hydra_plugins
 # The run record (run.json) reads these: which image, built from what. Declared after every
 # RUN, so a new commit does not invalidate the cached layers above.
 ARG IMAGE_NAME

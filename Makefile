@@ -15,7 +15,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes .env build-cuda
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp train-multinode shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export
+        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export slurm-up slurm-down
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -113,8 +113,14 @@ test-docker: venv ## Build and run the images on a real Docker engine (docker ti
 	$(RUN) pytest -m docker $(PYTEST_ARGS)
 
 lint: venv ## ruff: lint and format check
-	$(RUN) ruff check train tests
-	$(RUN) ruff format --check train tests
+	$(RUN) ruff check train tests bench hydra_plugins
+	$(RUN) ruff format --check train tests bench hydra_plugins
+
+slurm-up: ## Start a one-machine SLURM cluster (root, Debian: munge, slurmctld, slurmd, slurmdbd)
+	bash slurm/up.sh
+
+slurm-down: ## Stop the SLURM cluster make slurm-up started
+	bash slurm/down.sh
 
 lock: ## Refresh uv.lock after editing pyproject.toml
 	$(UV) lock

@@ -6,6 +6,7 @@ tests beside it (both: `make test`), and `slow`, which every test that starts pr
 (those using the `cli` or `torchrun` fixtures automatically; others are marked by hand):
 `make test-slow`. CI runs every tier."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -161,6 +162,27 @@ def cli(tmp_path, data_dir):
             timeout=timeout,
             env=env,
         )
+
+    return run
+
+
+@pytest.fixture
+def torchrun(tmp_path, data_dir):
+    """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp:
+    its CompletedProcess, or (`background=True`) the running Popen."""
+
+    def run(*args, script=None, timeout=300, background=False, launcher=("--standalone",),
+            runs="ddp", nproc=2):  # fmt: skip
+        target = [str(script)] if script is not None else ["-m", "train"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher,
+               f"--nproc_per_node={nproc}", *target, f"paths.runs_dir={tmp_path / runs}",
+               f"paths.data_dir={data_dir}", "trainer.progress=lines", *args]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (torchrun's default; said to quieten it)
+        if background:
+            return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=timeout, env=env)  # fmt: skip
 
     return run
 

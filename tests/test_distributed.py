@@ -5,8 +5,6 @@ run resumes exactly; a rank that fails fails the job, named."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,27 +19,6 @@ from train.batches import bounds, part, shard_bounds
 HERE = Path(__file__).resolve().parent
 # 800 training examples: a multiple of every global batch below, so no example sits out.
 MLP = ["data=synthetic", "model=mlp", "model.hidden=[32]", "trainer.log_every_n_steps=1"]
-
-
-@pytest.fixture
-def torchrun(tmp_path, data_dir):
-    """`torchrun --standalone --nproc_per_node=2 -m train <args>` in tmp_path, into tmp_path/ddp:
-    its CompletedProcess, or (`background=True`) the running Popen."""
-
-    def run(*args, script=None, timeout=300, background=False, launcher=("--standalone",),
-            runs="ddp", nproc=2):  # fmt: skip
-        target = [str(script)] if script is not None else ["-m", "train"]
-        cmd = [sys.executable, "-m", "torch.distributed.run", *launcher,
-               f"--nproc_per_node={nproc}", *target, f"paths.runs_dir={tmp_path / runs}",
-               f"paths.data_dir={data_dir}", "trainer.progress=lines", *args]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (torchrun's default; said to quieten it)
-        if background:
-            return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=timeout, env=env)  # fmt: skip
-
-    return run
 
 
 def files(run: Path) -> list[str]:

@@ -82,6 +82,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
+    distributed.start()  # (done in main; a SLURM job's tasks start here, from the launcher)
     hydra_cfg = HydraConfig.get()
     runtime = hydra_cfg.runtime
     overrides = list(hydra_cfg.overrides.task)

@@ -99,8 +99,8 @@ def _machine(cfg: DictConfig, seed: int, ranks, job: int | None, run_dir: Path):
     log.info("run dir: %s", run_dir)
     log.info("device: %s, %s; seed %d", device, why, seed)
     if ranks.many:
-        log.info("torchrun: %d ranks (%s), data.batch_size=%d per rank, %d in all per step",
-                 ranks.world, distributed.backend(), cfg.data.batch_size,
+        log.info("%s: %d ranks (%s), data.batch_size=%d per rank, %d in all per step",
+                 ranks.launcher, ranks.world, distributed.backend(), cfg.data.batch_size,
                  cfg.data.batch_size * ranks.world)  # fmt: skip
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
     for warning in doctor.warnings(Path(cfg.paths.data_dir), workers):

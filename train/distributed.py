@@ -8,7 +8,6 @@ here. Without torchrun (WORLD_SIZE unset or 1) every function is the single-proc
 """
 
 import os
-import signal
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ class Ranks:
     rank: int = 0  # across all machines
     local: int = 0  # on this machine: picks the GPU
     world: int = 1
+    launcher: str = "torchrun"  # who started the ranks: torchrun, or srun (a SLURM job's tasks)
 
     @property
     def main(self) -> bool:
@@ -35,19 +35,33 @@ class Ranks:
 
 
 def ranks() -> Ranks:
-    """This process's ranks, read from torchrun's environment (all 1-process values without)."""
+    """This process's ranks, read from torchrun's environment, else from SLURM's where srun
+    started several tasks of one job step (all 1-process values without either)."""
     env = os.environ
+    names, launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE"), "torchrun"
+    if "RANK" not in env and env.get("SLURM_STEP_NUM_TASKS", "1") != "1":
+        names, launcher = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS"), "srun"
     try:
-        return Ranks(
-            rank=int(env.get("RANK", 0)),
-            local=int(env.get("LOCAL_RANK", 0)),
-            world=int(env.get("WORLD_SIZE", 1)),
+        rank, local, world = (
+            int(env.get(name, default)) for name, default in zip(names, "001", strict=True)
         )
+        return Ranks(rank=rank, local=local, world=world, launcher=launcher)
     except ValueError as e:
         raise UserError(
-            f"the distributed environment is malformed ({e}): RANK, LOCAL_RANK and WORLD_SIZE "
-            "must be integers. Start several processes with torchrun."
+            f"the distributed environment is malformed ({e}): {', '.join(names)} must be "
+            "integers. Start several processes with torchrun (or srun)."
         ) from None
+
+
+def slurm_rendezvous() -> dict:
+    """Where srun's tasks meet when torchrun did not start them: the step's first node, a port
+    drawn from the job id (the same on every task, and again when the job is requeued)."""
+    import subprocess
+
+    env = os.environ
+    nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_STEP_NODELIST"]],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return {"init_method": f"tcp://{nodes[0]}:{20000 + int(env['SLURM_JOB_ID']) % 40000}"}
 
 
 def backend() -> str:
@@ -68,7 +82,8 @@ def start() -> Ranks:
     if not dist.is_initialized():
         if torch.cuda.is_available() and r.local < torch.cuda.device_count():
             torch.cuda.set_device(r.local)  # NCCL's communicators bind to the current device
-        dist.init_process_group(backend(), **_restart_store(r))
+        where = slurm_rendezvous() if "RANK" not in os.environ else _restart_store(r)
+        dist.init_process_group(backend(), rank=r.rank, world_size=r.world, **where)
     return r
 
 
@@ -89,7 +104,7 @@ def _restart_store(r: Ranks) -> dict:
     store = dist.TCPStore(env.get("MASTER_ADDR", "localhost"), int(env["MASTER_PORT"]),
                           is_master=False, timeout=datetime.timedelta(minutes=30))  # fmt: skip
     prefix = f"train/{env.get('TORCHELASTIC_RUN_ID', '')}/attempt_{attempt}"
-    return {"store": dist.PrefixStore(prefix, store), "rank": r.rank, "world_size": r.world}
+    return {"store": dist.PrefixStore(prefix, store)}
 
 
 def finish() -> None:
@@ -163,22 +178,21 @@ def sum_(tensors: list) -> None:
 
 def step_consensus(loss, signum: int | None) -> tuple[float, int | None]:
     """One step's shared facts: the mean loss over ranks (NaN/inf if any rank's is) and the
-    signal any rank received (SIGTERM before SIGINT). One small all-reduce; `.item()` alone
-    for a single process."""
+    signal any rank received (SIGTERM before SIGINT, see signals.SIGNALS). One small
+    all-reduce; `.item()` alone for a single process."""
     if not _active():
         return loss.item(), signum
     import torch
     import torch.distributed as dist
 
-    got = [signum == signal.SIGTERM, signum == signal.SIGINT]
-    t = torch.stack([loss.detach().float(), *(torch.tensor(float(g), device=loss.device)
-                                               for g in got)])  # fmt: skip
+    from train.signals import SIGNALS
+
+    got = [float(signum == s) for s in SIGNALS]
+    t = torch.cat([loss.detach().float().reshape(1), torch.tensor(got, device=loss.device)])
     dist.all_reduce(t)
-    value, term, intr = t.tolist()
-    if signum is None and term > 0:
-        signum = signal.SIGTERM
-    elif signum is None and intr > 0:
-        signum = signal.SIGINT
+    value, *counts = t.tolist()
+    if signum is None:
+        signum = next((s for s, n in zip(SIGNALS, counts, strict=True) if n > 0), None)
     return value / dist.get_world_size(), signum
 
 

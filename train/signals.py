@@ -5,7 +5,13 @@ A second signal stops at once."""
 import signal
 from types import FrameType
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = [signal.SIGTERM, signal.SIGINT]  # in the order one wins over another across ranks
+
+
+def stop_also_on(signum: int) -> None:
+    """Stop gracefully on `signum` too (a SLURM job's warning before its time limit)."""
+    if signum not in SIGNALS:
+        SIGNALS.append(signum)
 
 
 def until_training() -> None:

@@ -34,7 +34,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_option_composes_and_resolves(option):
-    group, name = option.split("/")
+    group, name = option.rsplit("/", 1)
     cfg = _compose([f"{group}={name}", *REQUIRED.get(option, [])])
     cfg.hydra.runtime.choices  # noqa: B018 - composes with Hydra's own config too
     plain = OmegaConf.to_container(cfg.data, resolve=True)
@@ -42,6 +42,17 @@ def test_option_composes_and_resolves(option):
     if group == "experiment":
         assert cfg.expect, f"{option} must say what result it should reach (expect:)"
         assert cfg.name == name
+
+
+def test_the_slurm_preset_is_hydras_submitit_slurm_with_our_launcher_found_as_a_plugin():
+    from hydra.core.plugins import Plugins
+
+    launcher = _compose(["hydra/launcher=slurm"]).hydra.launcher
+    found = Plugins.instance().class_name_to_class  # (what Hydra's plugin discovery found)
+    ancestors = [f"{c.__module__}.{c.__name__}" for c in found[launcher._target_].__mro__]
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in ancestors
+    assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0
+    assert launcher.tasks_per_node == 1 and launcher.partition is None  # (the site's default)
 
 
 def test_typo_fails_with_the_key_named():

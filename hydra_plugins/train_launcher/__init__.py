@@ -1,0 +1,44 @@
+"""`hydra/launcher=slurm`'s launcher: submitit_slurm's, with train.slurm's care for training
+jobs (checkpoint and requeue on SLURM's warning, the continuation, errors in one paragraph).
+Here because Hydra takes launchers only from the hydra_plugins package."""
+
+from pathlib import Path
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+
+class TrainSlurmLauncher(SlurmLauncher):
+    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int,
+                 job_id: str, singleton_state: dict) -> Any:  # fmt: skip
+        """One task of a job, on its node (each of the job's tasks runs it)."""
+        from train import slurm
+
+        def run(overrides: list[str]) -> Any:
+            return SlurmLauncher.__call__(self, overrides, job_dir_key, job_num, job_id,
+                                          singleton_state)  # fmt: skip
+
+        job_dir = self._job_dir(sweep_overrides, job_num, singleton_state)
+        return slurm.task(run, sweep_overrides, job_dir)
+
+    def launch(self, job_overrides, initial_job_idx: int):
+        """Submit the jobs and wait for their results."""
+        from train import slurm
+
+        with slurm.failures_said(str(self.config.hydra.sweep.dir)):
+            return SlurmLauncher.launch(self, job_overrides, initial_job_idx)
+
+    def _job_dir(self, sweep_overrides: list[str], job_num: int, singleton_state: dict) -> Path:
+        """The job's dir as Hydra resolves it for the job: hydra.sweep.dir/hydra.sweep.subdir."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.singleton import Singleton
+        from hydra.core.utils import setup_globals
+        from omegaconf import open_dict
+
+        Singleton.set_state(singleton_state)  # (as the job itself does, first)
+        setup_globals()
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides)
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.num = job_num
+        HydraConfig.instance().set_config(cfg)
+        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)

@@ -1,0 +1,90 @@
+"""SLURM jobs through hydra-submitit-launcher (`hydra/launcher=slurm`, conf/hydra/launcher/).
+
+The launcher is submitit_slurm's (hydra_plugins/train_launcher), with what a training job needs
+around it, here:
+- SLURM's warning before the time limit (submitit asks for SIGUSR2, `signal_delay_s` ahead; a
+  preemption may send it too) stops the run as SIGTERM does: at a step every rank agrees on,
+  with a checkpoint. Then submitit requeues the job (up to `max_num_timeout` time limits).
+- A job SLURM started again (SLURM_RESTART_COUNT > 0: that requeue, `scontrol requeue`, a
+  preemption, a node failure) continues its job dir from its last checkpoint, exactly:
+  `resume=<job dir>` joins its overrides.
+- A job's bad input is its one paragraph on its stderr, and in the sweep's error.
+The job's tasks become DDP ranks in train.distributed (SLURM_PROCID, SLURM_LOCALID, ...).
+"""
+
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from train import signals
+from train.errors import UserError
+
+
+def requeued() -> bool:
+    """Whether SLURM started this job again (requeue, preemption, node failure)."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
+def task(run: Callable[[list[str]], Any], overrides: list[str], job_dir: Path) -> Any:
+    """Run one task of a job (`run(overrides)`: Hydra's job), as the module docstring says."""
+    import submitit
+
+    warning = submitit.JobEnvironment._usr_sig()
+    requeue = signal.getsignal(warning)  # submitit's: re-pickles the call, requeues, exits
+    signals.stop_also_on(warning)
+    try:
+        return run([*overrides, *_continued(job_dir)])
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr, flush=True)
+        raise
+    except SystemExit as e:
+        if e.code == 128 + warning and callable(requeue):  # stopped and saved: requeue
+            if os.environ.get("SLURM_PROCID", "0") == "0":
+                job = os.environ.get("SLURM_JOB_ID")
+                print(f"requeueing SLURM job {job}: it continues {job_dir} from "
+                      "checkpoints/last.pt when it starts again", flush=True)  # fmt: skip
+            requeue(warning, None)  # task 0 requeues and exits; the others return here
+        raise
+
+
+def _continued(job_dir: Path) -> list[str]:
+    """resume=<job dir> for a job SLURM restarted whose earlier attempt saved a checkpoint."""
+    if not (requeued() and (job_dir / "checkpoints" / "last.pt").is_file()):
+        return []
+    if os.environ.get("SLURM_PROCID", "0") == "0":
+        print(f"SLURM started this job again: continuing {job_dir} from its last checkpoint",
+              flush=True)  # fmt: skip
+    return [f"resume={job_dir}"]
+
+
+@contextmanager
+def failures_said(sweep_dir: str):
+    """While the sweep waits for its jobs: a failed job is one paragraph, not a traceback."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        yield
+    except (FailedJobError, UncompletedJobError) as e:
+        raise UserError(_failure(str(e), Path(sweep_dir))) from None
+
+
+def _failure(text: str, sweep_dir: Path) -> str:
+    """submitit's report of a failed job, as one paragraph: the job's own error line (or its
+    exception's) and where its logs are."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", line)]
+    state = re.search(r"state: (\w+)", text)
+    why = (said or raised or [f"it ended {state.group(1) if state else 'without a result'}."])[-1]
+    why = why if why.endswith((".", ")")) else f"{why}."
+    job = re.search(r"Job (\d\w*)", text)
+    logs = sweep_dir / ".submitit" / (job.group(1) if job else "")
+    return (
+        f"a SLURM job of this sweep failed: {why} Its output and errors are in {logs}/; the "
+        "sweep's other jobs go on (squeue lists them)."
+    )
