@@ -73,6 +73,17 @@ def failures_said(sweep_dir: str):
         raise UserError(_failure(str(e), Path(sweep_dir))) from None
 
 
+def say_done(results: list, sweep_dir: str) -> None:
+    """One line per finished job: its run dir and the value it returned (the monitored metric)."""
+    for r in results:
+        run = r.hydra_cfg.hydra.runtime.output_dir
+        monitor = r.cfg.trainer.monitor
+        value = r.return_value
+        said = f"{monitor} {value:.4g}" if isinstance(value, float) else "no value"
+        print(f"job {r.hydra_cfg.hydra.job.num} done: {run} ({said})", flush=True)
+    print(f"the jobs' output and errors: {sweep_dir}/.submitit/<job id>/", flush=True)
+
+
 def _failure(text: str, sweep_dir: Path) -> str:
     """submitit's report of a failed job, as one paragraph: the job's own error line (or its
     exception's) and where its logs are."""

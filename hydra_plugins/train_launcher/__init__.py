@@ -26,7 +26,9 @@ class TrainSlurmLauncher(SlurmLauncher):
         from train import slurm
 
         with slurm.failures_said(str(self.config.hydra.sweep.dir)):
-            return SlurmLauncher.launch(self, job_overrides, initial_job_idx)
+            results = SlurmLauncher.launch(self, job_overrides, initial_job_idx)
+        slurm.say_done(results, str(self.config.hydra.sweep.dir))
+        return results
 
     def _job_dir(self, sweep_overrides: list[str], job_num: int, singleton_state: dict) -> Path:
         """The job's dir as Hydra resolves it for the job: hydra.sweep.dir/hydra.sweep.subdir."""
