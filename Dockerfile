@@ -118,6 +118,8 @@ RUN --mount=type=bind,from=builder,source=/build,target=/build \
 COPY pyproject.toml uv.lock ./
 COPY tests ./tests
 COPY bench ./bench
+COPY Dockerfile ./
+COPY docker/k8s ./docker/k8s
 USER 1000:1000
 
 # --- TensorBoard alone ---------------------------------------------------------------------------
