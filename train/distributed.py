@@ -72,7 +72,7 @@ def backend() -> str:
 
 
 def start() -> Ranks:
-    """Join torchrun's process group (once); a no-op for a single process."""
+    """Join the ranks' process group (once; torchrun's or srun's); a no-op for one process."""
     r = ranks()
     if not r.many:
         return r
@@ -82,7 +82,7 @@ def start() -> Ranks:
     if not dist.is_initialized():
         if torch.cuda.is_available() and r.local < torch.cuda.device_count():
             torch.cuda.set_device(r.local)  # NCCL's communicators bind to the current device
-        where = slurm_rendezvous() if "RANK" not in os.environ else _restart_store(r)
+        where = slurm_rendezvous() if r.launcher == "srun" else _restart_store(r)
         dist.init_process_group(backend(), rank=r.rank, world_size=r.world, **where)
     return r
 
