@@ -91,8 +91,10 @@ ReturnToService=2
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/linux
-# A requeued job (preemption, the time limit's signal) may start again at once.
+# Jobs may be requeued (the time limit's signal, a preemption, scontrol requeue).
 JobRequeue=1
+# A job that asks for more than the partition has is refused at submission, not left pending.
+EnforcePartLimits=ALL
 KillWait=10
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd

@@ -2,7 +2,8 @@
 slurmctld, slurmd and slurmdbd from Debian's packages): a sweep as SLURM jobs; one job as 2 DDP
 ranks, bit for bit as torchrun's 2 ranks; a job warned before its time limit (SIGUSR2, as
 SLURM sends it) checkpoints, requeues itself and continues exactly; a job an admin requeues
-(`scontrol requeue`) does too. Skipped, with the reason, where no cluster can be started."""
+(`scontrol requeue`) does too; a job's bad input and a job SLURM refuses are one paragraph each.
+Skipped, with the reason, where no cluster can be started. hydra/launcher=local needs none."""
 
 import os
 import shutil
@@ -50,11 +51,11 @@ def _answers() -> bool:
 
 @pytest.fixture
 def sweep(tmp_path, data_dir):
-    """`python -m train -m hydra/launcher=slurm <args>` as a user runs it, into tmp_path/runs:
+    """`python -m train -m hydra/launcher=<slurm> <args>` as a user runs it, into tmp_path/runs:
     the CompletedProcess, or (`background=True`) the running Popen."""
 
-    def run(*args, background=False, timeout=600):
-        cmd = [sys.executable, "-m", "train", "-m", "hydra/launcher=slurm",
+    def run(*args, background=False, timeout=600, launcher="slurm"):
+        cmd = [sys.executable, "-m", "train", "-m", f"hydra/launcher={launcher}",
                f"paths.runs_dir={tmp_path / 'runs'}", f"paths.data_dir={data_dir}",
                "trainer.progress=lines", *args]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # (as torchrun's, for the comparisons)
@@ -178,3 +179,17 @@ def test_a_jobs_bad_input_is_one_paragraph_naming_the_job_and_its_logs(slurm, sw
     (job,) = jobs(tmp_path / "runs")
     assert "error: a SLURM job of this sweep failed: " in out.stderr
     assert "nosuch" in out.stderr and f".submitit/{job}/" in out.stderr
+
+
+def test_a_job_slurm_refuses_is_one_paragraph_with_sbatchs_reason(slurm, sweep, tmp_path):
+    out = sweep(*MLP, "trainer.max_epochs=1", "hydra.launcher.partition=nosuch")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: SLURM refused the sweep's jobs (sbatch: " in out.stderr
+    assert "nosuch" in out.stderr and jobs(tmp_path / "runs") == []
+
+
+def test_the_local_launcher_says_a_failed_jobs_own_error(sweep, tmp_path):
+    """hydra/launcher=local (submitit_local, no SLURM): one job fails, one would train."""
+    out = sweep(*MLP, "trainer.max_epochs=1", "trainer.monitor=nosuch,loss", launcher="local")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: a job of this sweep failed: trainer.monitor=nosuch is not a metric" in out.stderr

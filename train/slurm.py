@@ -63,28 +63,57 @@ def _continued(job_dir: Path) -> list[str]:
 
 
 @contextmanager
-def failures_said(sweep_dir: str):
-    """While the sweep waits for its jobs: a failed job is one paragraph, not a traceback."""
+def failures_said(sweep_dir: str, executor: str = "slurm"):
+    """While the sweep submits and waits for its jobs (`executor`: submitit's slurm or local):
+    a refused submission or a failed job is one paragraph, not a traceback."""
+    import subprocess
+
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:
         yield
+    except UserError as e:  # a signal (train.signals.until_training): the jobs go on
+        if e.code not in (130, 143):
+            raise
+        raise UserError(_left(signal.Signals(e.code - 128).name, sweep_dir, executor),
+                        code=e.code) from None  # fmt: skip
     except (FailedJobError, UncompletedJobError) as e:
-        raise UserError(_failure(str(e), Path(sweep_dir))) from None
+        if isinstance(e.__cause__, subprocess.CalledProcessError):  # sbatch itself failed
+            raise UserError(_refused(str(e))) from None
+        raise UserError(_failure(str(e), Path(sweep_dir), executor)) from None
+
+
+def _left(name: str, sweep_dir: str, executor: str) -> str:
+    how = " (squeue lists them; scancel <job id> cancels one)" if executor == "slurm" else ""
+    return (
+        f"stopped by {name} while waiting for the sweep's jobs; the jobs it submitted go on "
+        f"without it{how}. Their run dirs and output are under {sweep_dir}/."
+    )
+
+
+def _refused(text: str) -> str:
+    said = " ".join(line.removeprefix("sbatch: error: ").strip() for line in text.splitlines()
+                    if line.strip()) or "no reason given"  # fmt: skip
+    return (
+        f"SLURM refused the sweep's jobs (sbatch: {said}); nothing was submitted. Check that a "
+        "cluster answers (sinfo; on a Debian machine, as root, make slurm-up starts one on this "
+        "machine) and that the hydra.launcher fields (partition, nodes, tasks_per_node, "
+        "cpus_per_task, gpus_per_node, mem_gb, timeout_min) fit it."
+    )
 
 
 def say_done(results: list, sweep_dir: str) -> None:
-    """One line per finished job: its run dir and the value it returned (the monitored metric)."""
+    """One line per finished job: its run dir, the value it returned (the monitored metric)
+    and its log folder."""
     for r in results:
-        run = r.hydra_cfg.hydra.runtime.output_dir
-        monitor = r.cfg.trainer.monitor
+        hydra = r.hydra_cfg.hydra
         value = r.return_value
-        said = f"{monitor} {value:.4g}" if isinstance(value, float) else "no value"
-        print(f"job {r.hydra_cfg.hydra.job.num} done: {run} ({said})", flush=True)
-    print(f"the jobs' output and errors: {sweep_dir}/.submitit/<job id>/", flush=True)
+        said = f"{r.cfg.trainer.monitor} {value:.4g}" if isinstance(value, float) else "no value"
+        print(f"job {hydra.job.num} done: {hydra.runtime.output_dir} ({said}); its output: "
+              f"{sweep_dir}/.submitit/{hydra.job.id}/", flush=True)  # fmt: skip
 
 
-def _failure(text: str, sweep_dir: Path) -> str:
+def _failure(text: str, sweep_dir: Path, executor: str = "slurm") -> str:
     """submitit's report of a failed job, as one paragraph: the job's own error line (or its
     exception's) and where its logs are."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -96,6 +125,8 @@ def _failure(text: str, sweep_dir: Path) -> str:
     job = re.search(r"Job (\d\w*)", text)
     logs = sweep_dir / ".submitit" / (job.group(1) if job else "")
     return (
-        f"a SLURM job of this sweep failed: {why} Its output and errors are in {logs}/; the "
-        "sweep's other jobs go on (squeue lists them)."
+        f"a {'SLURM ' if executor == 'slurm' else ''}job of this sweep failed: {why} Its output "
+        f"and errors are in {logs}/. The sweep's other jobs were not waited for"
+        f"{' (squeue lists those still running)' if executor == 'slurm' else ''}; their run "
+        f"dirs are under {sweep_dir}/."
     )

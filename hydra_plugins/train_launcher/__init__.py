@@ -1,22 +1,27 @@
-"""`hydra/launcher=slurm`'s launcher: submitit_slurm's, with train.slurm's care for training
-jobs (checkpoint and requeue on SLURM's warning, the continuation, errors in one paragraph).
-Here because Hydra takes launchers only from the hydra_plugins package."""
+"""`hydra/launcher=slurm`'s and `hydra/launcher=local`'s launchers: submitit's, with train.slurm's
+care for training jobs (checkpoint and requeue on SLURM's warning, the continuation, a job's
+result or error said in one line or paragraph). Here because Hydra takes launchers only from
+the hydra_plugins package."""
 
 from pathlib import Path
 from typing import Any
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    BaseSubmititLauncher,
+    LocalLauncher,
+    SlurmLauncher,
+)
 
 
-class TrainSlurmLauncher(SlurmLauncher):
+class _TrainJobs(BaseSubmititLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int,
                  job_id: str, singleton_state: dict) -> Any:  # fmt: skip
         """One task of a job, on its node (each of the job's tasks runs it)."""
         from train import slurm
 
         def run(overrides: list[str]) -> Any:
-            return SlurmLauncher.__call__(self, overrides, job_dir_key, job_num, job_id,
-                                          singleton_state)  # fmt: skip
+            return BaseSubmititLauncher.__call__(self, overrides, job_dir_key, job_num, job_id,
+                                                 singleton_state)  # fmt: skip
 
         job_dir = self._job_dir(sweep_overrides, job_num, singleton_state)
         return slurm.task(run, sweep_overrides, job_dir)
@@ -25,9 +30,10 @@ class TrainSlurmLauncher(SlurmLauncher):
         """Submit the jobs and wait for their results."""
         from train import slurm
 
-        with slurm.failures_said(str(self.config.hydra.sweep.dir)):
-            results = SlurmLauncher.launch(self, job_overrides, initial_job_idx)
-        slurm.say_done(results, str(self.config.hydra.sweep.dir))
+        sweep_dir = str(self.config.hydra.sweep.dir)
+        with slurm.failures_said(sweep_dir, self._EXECUTOR):
+            results = BaseSubmititLauncher.launch(self, job_overrides, initial_job_idx)
+        slurm.say_done(results, sweep_dir)
         return results
 
     def _job_dir(self, sweep_overrides: list[str], job_num: int, singleton_state: dict) -> Path:
@@ -44,3 +50,11 @@ class TrainSlurmLauncher(SlurmLauncher):
             cfg.hydra.job.num = job_num
         HydraConfig.instance().set_config(cfg)
         return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
+class TrainSlurmLauncher(_TrainJobs, SlurmLauncher):
+    """submitit_slurm's launcher, for training jobs."""
+
+
+class TrainLocalLauncher(_TrainJobs, LocalLauncher):
+    """submitit_local's launcher, for training jobs (local processes, no SLURM)."""

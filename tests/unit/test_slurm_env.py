@@ -83,3 +83,17 @@ def test_a_failed_job_is_one_paragraph_with_its_own_error_and_its_logs(tmp_path)
     assert f"{tmp_path}/.submitit/12_1/" in said and "\n" not in said
     assert "ValueError: the model blew up." in slurm._failure(RAISED, tmp_path)
     assert "it ended FAILED." in slurm._failure("Job 3 ... (state: FAILED)", tmp_path)
+
+
+def test_a_refused_submission_and_a_signal_while_waiting_are_said_as_such(tmp_path):
+    import subprocess
+
+    from submitit.core.utils import FailedJobError
+
+    sbatch = subprocess.CalledProcessError(1, ["sbatch"])
+    with pytest.raises(UserError) as e, slurm.failures_said(str(tmp_path)):
+        raise FailedJobError("sbatch: error: invalid partition specified: nosuch") from sbatch
+    assert e.value.message.startswith("SLURM refused the sweep's jobs (sbatch: invalid partition")
+    with pytest.raises(UserError) as e, slurm.failures_said(str(tmp_path)):
+        raise UserError("stopped by SIGTERM before training started", code=143)
+    assert e.value.code == 143 and "the jobs it submitted go on without it" in e.value.message
