@@ -1,10 +1,11 @@
-"""Many processes, one run: the ranks `torchrun` starts (DistributedDataParallel).
+"""Many processes, one run: the ranks `torchrun` starts, or srun's tasks of a SLURM job step
+(DistributedDataParallel).
 
-Started from torchrun's environment before Hydra composes anything, so the ranks can agree on
+Started from their environment before Hydra composes anything, so the ranks can agree on
 the run directory. One process group serves all: gloo for CPU tensors, plus NCCL for CUDA
 tensors when a GPU is present. Rank 0 alone writes; what a rank must share with the others
 (the run dir, a drawn seed, the stop decision, the metric sums) goes through the few functions
-here. Without torchrun (WORLD_SIZE unset or 1) every function is the single-process identity.
+here. Without either (one process) every function is the single-process identity.
 """
 
 import os
@@ -55,7 +56,9 @@ def ranks() -> Ranks:
 
 def slurm_rendezvous() -> dict:
     """Where srun's tasks meet when torchrun did not start them: the step's first node, a port
-    drawn from the job id (the same on every task, and again when the job is requeued)."""
+    drawn from the job id (the same on every task, and again when the job is requeued). Not
+    submitit's TorchDistributedEnvironment: it knows only the jobs submitit started, and a
+    plain `srun python -m train` has its ranks too."""
     import subprocess
 
     env = os.environ

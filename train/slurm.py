@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from train import signals
+from train import distributed, signals
 from train.errors import UserError
 
 
@@ -44,7 +44,7 @@ def task(run: Callable[[list[str]], Any], overrides: list[str], job_dir: Path) -
         raise
     except SystemExit as e:
         if e.code == 128 + warning and callable(requeue):  # stopped and saved: requeue
-            if os.environ.get("SLURM_PROCID", "0") == "0":
+            if distributed.ranks().main:
                 job = os.environ.get("SLURM_JOB_ID")
                 print(f"requeueing SLURM job {job}: it continues {job_dir} from "
                       "checkpoints/last.pt when it starts again", flush=True)  # fmt: skip
@@ -56,7 +56,7 @@ def _continued(job_dir: Path) -> list[str]:
     """resume=<job dir> for a job SLURM restarted whose earlier attempt saved a checkpoint."""
     if not (requeued() and (job_dir / "checkpoints" / "last.pt").is_file()):
         return []
-    if os.environ.get("SLURM_PROCID", "0") == "0":
+    if distributed.ranks().main:
         print(f"SLURM started this job again: continuing {job_dir} from its last checkpoint",
               flush=True)  # fmt: skip
     return [f"resume={job_dir}"]
