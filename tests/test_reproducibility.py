@@ -55,6 +55,44 @@ def test_resume_in_the_middle_of_an_epoch_is_exact(train_run, family):
     assert_same(whole, outcome(run))
 
 
+def test_early_stopping_counts_on_across_a_resume(train_run):
+    """lr 0: only epoch 1 is ever the best, so patience 3 ends a run after epoch 4. Stopped
+    after epoch 2 and resumed, the count its checkpoint carries ends it there too (a count
+    started afresh would run to epoch 5)."""
+    args = ["data=digits", "optim.lr=0", "trainer.patience=3", *LOGGING]
+    whole = train_run(*args, "trainer.max_epochs=10")
+    run = train_run(*args, "trainer.max_epochs=2")
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["callbacks"]["early_stopping"] == {"bad_epochs": 1, "stopped": False}
+    train_run(*args, "trainer.max_epochs=10", f"resume={run}")
+    assert json.loads((whole / "metrics.json").read_text())["epochs"] == 4
+    assert_same(outcome(whole), outcome(run))
+
+
+def _as_format_1(path: Path) -> None:
+    """Rewrite a checkpoint as the format before this one wrote it: the callbacks' state
+    inside the loop's, no "callbacks" entry, format 1."""
+    blob = checkpoint.load(path)
+    early, guard = blob["callbacks"]["early_stopping"], blob["callbacks"]["nonfinite"]
+    blob["state"].update(bad_epochs=early["bad_epochs"], stopped_early=early["stopped"],
+                         skipped=guard["skipped"])  # fmt: skip
+    del blob["callbacks"]
+    checkpoint.save(path, {**blob, "format": 1})
+
+
+def test_a_checkpoint_of_the_format_before_resumes_exactly(train_run):
+    args = [*FAMILIES["mlp"], "data.val_fraction=0.2", "trainer.patience=2", *LOGGING]
+    whole = outcome(train_run(*args, "trainer.max_epochs=3"))
+    run = train_run(*args, "trainer.max_epochs=3", "trainer.max_steps=12")  # (9 an epoch)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert state["epoch"] == 1 and state["batch_in_epoch"] == 3  # inside epoch 2
+    for name in ("last", "best"):
+        _as_format_1(run / "checkpoints" / f"{name}.pt")
+    train_run(*args, "trainer.max_epochs=3", f"resume={run / 'checkpoints' / 'last.pt'}")
+    assert_same(whole, outcome(run))
+    assert checkpoint.Checkpoint.read(run / "checkpoints" / "last.pt").format == 2
+
+
 def test_the_record_holds_real_values(train_run):
     run = train_run("data=digits", "seed=null")
     rec = json.loads((run / "run.json").read_text())

@@ -138,43 +138,53 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     for note in rundir.notes:  # what resume=auto looked at
         log.info("%s", note)
     run = build.build(cfg, run_dir, choices, overrides, job)
-    writer, timing, results = None, callbacks.Timing(), None
+    s, writer, timing, results = run.loop.settings, None, callbacks.Timing(), None
+    early = callbacks.EarlyStopping(s.patience, s.monitor)
+    guard = callbacks.NonFiniteGuard(s.skip_nonfinite)
+    deciding = [callbacks.SignalStop(run.loop.stop), early, guard]  # every rank's
     if ranks.main:  # (TensorBoard, the console and checkpoints: rank 0's alone)
         writer = board.open_writer(run_dir, run.state.step if run.resumed else None)
         if not run.resumed:
             summary.describe(run.model, run.data.in_shape, run_dir, writer)
     try:
         with run.loop.stop as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, 143/130
-            cbs = [*_callbacks(run, writer, timing), *(extra or [])] if ranks.main else []
+            cbs = _callbacks(run, deciding, writer, timing, extra or [])
             state = loop.fit(run.loop, run.state, cbs)
             interrupted = bool(stop)  # (a signal after this lets the scoring below finish)
             if ranks.main and not stop:
                 params = outcome.hparams(run.config, choices, overrides, run_dir)
                 results = outcome.score_and_report(run, state, writer, timing.to_dict(run.device),
-                                                   params)  # fmt: skip
+                                                   params, guard.skipped)  # fmt: skip
     finally:
         if writer is not None:
             writer.close()
     if stop:
         _stopped(stop, interrupted, state, run_dir)
-    return outcome.conclude(run, state, results, goals) if ranks.main else None
+    return outcome.conclude(run, state, results, goals, early.stopped) if ranks.main else None
 
 
-def _callbacks(run, writer, timing) -> list:
-    """The side concerns of rank 0's loop (the other ranks train and agree, with none)."""
+def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
+    """The loop's callbacks: `deciding` (every rank's; a resumed run's continue where they
+    were), then on rank 0 what reports and saves, and `extra` (the other ranks train and
+    agree, and say only what goes wrong)."""
     from train import callbacks
 
+    callbacks.restore(deciding, run.callback_states)
+    if not run.ranks.main:
+        return deciding
     loop, s = run.loop, run.loop.settings
 
     def payload(state, copy=False):
         return run.saver.payload(run.model, loop.optimizer, loop.scheduler, loop.scaler, state,
-                                 copy)  # fmt: skip
+                                 callbacks.states(deciding), copy)  # fmt: skip
 
     return [
+        *deciding,
         callbacks.Board(writer, s.log_every_n_steps, loop.task.loss_scale),
         callbacks.Console(s.max_epochs, s.print_every_s),
         callbacks.Checkpoints(payload, run.saver.write, run.checkpoint_every_s, writer.flush),
         timing,
+        *extra,
     ]
 
 

@@ -30,6 +30,7 @@ class Run:
     state: object  # train.loop.State: where training stands (a resumed run's)
     saver: object  # train.checkpoint.Saver
     resumed: bool
+    callback_states: dict  # the callbacks' resume state by name (a resumed run's; else empty)
     eval_batch_size: int
     config: dict  # the resolved config as recorded (its seed the one drawn)
     checkpoint_every_s: float
@@ -74,6 +75,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
                 val=val, settings=s, seed=seed)  # fmt: skip
     return Run(dir=run_dir, ranks=ranks, device=device, data=data, model=model, loop=loop,
                state=state, saver=saver, resumed=resumed is not None,
+               callback_states=resumed.callbacks if resumed is not None else {},
                eval_batch_size=sizes[1], config=config,
                checkpoint_every_s=cfg.trainer.checkpoint_every_s,
                score_train=cfg.trainer.score_train,

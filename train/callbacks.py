@@ -1,8 +1,12 @@
-"""The loop's side concerns, one small callback each (see `loop.Callback`): the console's epoch
-lines, TensorBoard's scalars, the checkpoints' cadence and where the time went. Built on rank
-0 only: the other ranks train and agree, and say only what goes wrong."""
+"""The loop's side concerns, one small callback each (see `loop.Callback`).
+
+What decides when training ends runs on every rank, deciding alike from what the ranks agreed
+on: `SignalStop`, `EarlyStopping`, `NonFiniteGuard`. What reports or saves runs on rank 0
+only (the other ranks train and agree, and say only what goes wrong): `Console`, `Board`,
+`Checkpoints`, `Timing`."""
 
 import logging
+import math
 import os
 import resource
 import time
@@ -13,9 +17,116 @@ from pathlib import Path
 import torch
 
 from train import board
-from train.loop import Callback, Epoch, State
+from train.errors import UserError
+from train.loop import Callback, Epoch, State, StopTraining
+from train.signals import StopRequest
+
+EXIT_NONFINITE = 3
 
 log = logging.getLogger("train")
+
+
+def states(callbacks: list[Callback]) -> dict:
+    """What the callbacks carry into a checkpoint, by name (a copy: plain values)."""
+    return {cb.name: cb.state_dict() for cb in callbacks if cb.name}
+
+
+def restore(callbacks: list[Callback], saved: dict) -> None:
+    """Continue each named callback from a checkpoint's `states` (one it lacks starts fresh)."""
+    for cb in callbacks:
+        if cb.name and cb.name in saved:
+            cb.load_state_dict(saved[cb.name])
+
+
+class SignalStop(Callback):
+    """SIGTERM, SIGINT or a scheduler's warning (signals.SIGNALS): training ends after the
+    step at which the ranks agree on it (the loop reads it with every step's loss), so each
+    rank stops at the same step and rank 0's last.pt resumes it exactly."""
+
+    def __init__(self, request: StopRequest):
+        self.request = request
+
+    def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
+        return self.request.agreed
+
+
+class EarlyStopping(Callback):
+    """Ends training once the monitored value has not improved for `patience` epochs (None:
+    never; the count goes on, for a resume that sets it). A stopped run stays stopped."""
+
+    name = "early_stopping"
+
+    def __init__(self, patience: int | None, monitor: str):
+        self.patience, self.monitor = patience, monitor
+        self.bad_epochs, self.stopped = 0, False  # epochs since the best; stopped early
+
+    def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
+        if epoch is None or self.stopped:
+            return self.stopped
+        if epoch.improved:
+            self.bad_epochs = 0
+            return False
+        self.bad_epochs += 1
+        if self.patience is not None and self.bad_epochs >= self.patience:
+            self.stopped = True
+            log.info("early stopping: %s has not improved for %d epochs", self.monitor,
+                     self.bad_epochs)  # fmt: skip
+        return self.stopped
+
+    def state_dict(self) -> dict:
+        return {"bad_epochs": self.bad_epochs, "stopped": self.stopped}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.bad_epochs, self.stopped = int(saved["bad_epochs"]), bool(saved["stopped"])
+
+
+class NonFiniteGuard(Callback):
+    """A NaN or infinite loss (the ranks' mean: NaN if any rank's is) ends training before the
+    weights change with it: exit 3, last.pt holding the run just before that step. With `skip`
+    (trainer.on_nonfinite=skip) the batch is skipped and counted instead, unless most of an
+    epoch's batches are: that is not training, and ends the run after that epoch."""
+
+    name = "nonfinite"
+
+    def __init__(self, skip: bool):
+        self.skip, self.skipped = skip, 0  # batches skipped in the whole run
+        self.epoch_skipped, self.epoch_seen = 0, 0  # in the current epoch (resumed too)
+
+    def on_loss(self, state: State, loss: float) -> bool:
+        self.epoch_seen += 1
+        if math.isfinite(loss):
+            return True
+        if not self.skip:
+            raise StopTraining(UserError(
+                f"the loss became {loss} at step {state.step + 1} (epoch {state.epoch + 1}, "
+                f"batch {state.batch_in_epoch + 1}); the run stopped before updating the "
+                "weights with it, and checkpoints/last.pt holds the run just before that step. "
+                "Lower optim.lr, set trainer.grad_clip, or skip such batches with "
+                "trainer.on_nonfinite=skip.", code=EXIT_NONFINITE))  # fmt: skip
+        self.skipped += 1
+        self.epoch_skipped += 1
+        return False
+
+    def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
+        if epoch is None:
+            return False
+        skipped, seen = self.epoch_skipped, self.epoch_seen
+        self.epoch_skipped = self.epoch_seen = 0
+        if skipped * 2 > seen:
+            raise StopTraining(UserError(
+                f"trainer.on_nonfinite=skip skipped {skipped} of {seen} batches in epoch "
+                f"{epoch.number} for a NaN or infinite loss: the run is not learning. Lower "
+                "optim.lr or set trainer.grad_clip; checkpoints/last.pt holds the run so far.",
+                code=EXIT_NONFINITE))  # fmt: skip
+        return False
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped, "epoch_skipped": self.epoch_skipped,
+                "epoch_seen": self.epoch_seen}  # fmt: skip
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.skipped = int(saved["skipped"])
+        self.epoch_skipped, self.epoch_seen = int(saved["epoch_skipped"]), int(saved["epoch_seen"])
 
 
 class Console(Callback):

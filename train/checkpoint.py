@@ -20,14 +20,16 @@ from torch import nn
 
 from train.errors import UserError
 
-FORMAT = 1  # the layout below; files written before it was recorded are format 1 too
+FORMAT = 2  # the layout below. 1: the callbacks' state inside "state" (read, upgraded); files
+# written before the format was recorded are format 1 too
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint's contents, typed. `state` is the loop's State as a dict; `config` the
-    run's resolved config (untrusted: rebuilt only through train.targets); `data` its DataMeta
-    as a dict; `choices` the config groups' options."""
+    """A checkpoint's contents, typed. `state` is the loop's State as a dict, `callbacks` the
+    callbacks' resume state by name; `config` the run's resolved config (untrusted: rebuilt
+    only through train.targets); `data` its DataMeta as a dict; `choices` the config groups'
+    options."""
 
     model: dict
     optimizer: dict
@@ -37,6 +39,7 @@ class Checkpoint:
     rng: dict
     config: dict
     data: dict
+    callbacks: dict
     choices: dict | None = None  # (not in the first checkpoints written)
     torch: str | None = None
     format: int = FORMAT
@@ -46,18 +49,29 @@ class Checkpoint:
         """The checkpoint at `path`, verified (see `load`); one of another format refused."""
         blob = load(path)
         version = blob.get("format", 1)
-        if version != FORMAT:
+        if version not in (1, FORMAT):
             raise UserError(
-                f"checkpoint {path} is format {version!r}; this version of train reads format "
-                f"{FORMAT}. Use the version that wrote it (its run.json names the packages)."
+                f"checkpoint {path} is format {version!r}; this version of train reads formats "
+                f"1 and {FORMAT}. Use the version that wrote it (its run.json names the packages)."
             )
+        if version == 1 and isinstance(blob.get("state"), dict):
+            blob = _from_format_1(blob)
         names = {f.name for f in fields(cls)}
         if missing := sorted(names - {"format", "choices", "torch"} - set(blob)):
             raise UserError(f"checkpoint {path} is incomplete: it has no {', '.join(missing)}.")
-        kinds = {"state": dict, "config": dict, "data": dict}
+        kinds = {"state": dict, "config": dict, "data": dict, "callbacks": dict}
         if wrong := [k for k, kind in kinds.items() if not isinstance(blob[k], kind)]:
             raise UserError(f"checkpoint {path} is malformed: {', '.join(wrong)} not a mapping.")
         return cls(**{k: blob[k] for k in names if k in blob})
+
+
+def _from_format_1(blob: dict) -> dict:
+    """A format-1 checkpoint as format 2: early stopping's count and the skipped batches move
+    from the loop's state to their callbacks' (train.callbacks), named as they save them."""
+    state = dict(blob["state"])
+    early = {"bad_epochs": state.pop("bad_epochs", 0), "stopped": state.pop("stopped_early", False)}
+    guard = {"skipped": state.pop("skipped", 0), "epoch_skipped": 0, "epoch_seen": 0}
+    return {**blob, "state": state, "callbacks": {"early_stopping": early, "nonfinite": guard}}
 
 
 def temp_name(path: Path) -> Path:
@@ -261,17 +275,15 @@ class Saver:
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.pt"
 
-    def save(self, name: str, model, optimizer, scheduler, scaler, state) -> None:
-        """Write `<name>.pt` from the live objects."""
-        self.write(name, self.payload(model, optimizer, scheduler, scaler, state))
-
     def write(self, name: str, payload: dict) -> None:
         save(self.path(name), payload)
 
-    def payload(self, model, optimizer, scheduler, scaler, state, copy: bool = False) -> dict:
-        """Everything a checkpoint holds, as of now (`copy`: detached from the live objects, to
-        be written later). Refused (exit 3) when the weights are not all finite: no checkpoint
-        ever holds them, and the last good one stays the last good one."""
+    def payload(self, model, optimizer, scheduler, scaler, state, callbacks: dict,
+                copy: bool = False) -> dict:  # fmt: skip
+        """Everything a checkpoint holds, as of now (`callbacks`: their resume state by name;
+        `copy`: detached from the live objects, to be written later). Refused (exit 3) when
+        the weights are not all finite: no checkpoint ever holds them, and the last good one
+        stays the last good one."""
         import copy as copying
 
         weights = model.state_dict()
@@ -289,6 +301,7 @@ class Saver:
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict(),
             "state": state.to_dict(),
+            "callbacks": callbacks,
             "rng": rng_state(),
             "config": self.config,  # resolved, with the seed actually used
             "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
@@ -304,7 +317,8 @@ class Saver:
 
     @staticmethod
     def restore(blob: "Checkpoint", source: Path, model, optimizer, scheduler, scaler) -> dict:
-        """Put back weights, optimizer, scheduler, scaler and RNGs; return the loop state."""
+        """Put back weights, optimizer, scheduler, scaler and RNGs; return the loop state (the
+        callbacks' is `blob.callbacks`)."""
         load_model(model, blob.model, source)
         try:
             optimizer.load_state_dict(blob.optimizer)

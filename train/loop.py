@@ -1,7 +1,8 @@
-"""The training loop: `fit` runs epochs of `train_steps` and validation, and owns what decides
-how the model trains (the step, the monitored best and early stopping, max_steps, a signal as
-the ranks agree on it, non-finite losses). What only reports or saves (the console, TensorBoard,
-checkpoints, timing) attaches as a `Callback` (train.callbacks)."""
+"""The training loop: `fit` runs epochs of `train_steps` and validation, and keeps what every
+epoch is judged by (the step, the monitored best, max_steps, the ranks' agreement on each
+step's loss and on a signal). Everything else attaches as a `Callback` (train.callbacks):
+what reports or saves (the console, TensorBoard, checkpoints, timing) and what decides to end
+training (early stopping, a signal, the non-finite-loss guard, a tuner's pruning)."""
 
 import logging
 import math
@@ -15,19 +16,16 @@ from torch import nn
 
 from train import distributed
 from train.batches import Batches, epoch_order
-from train.errors import UserError
 from train.progress import track
 from train.signals import StopRequest
 from train.task import Meter, Task
-
-EXIT_NONFINITE = 3
 
 log = logging.getLogger("train")
 
 
 @dataclass
 class Settings:
-    """The loop's knobs, as plain values (from `cfg.trainer`)."""
+    """The trainer's knobs, as plain values (from `cfg.trainer`): the loop's and its callbacks'."""
 
     max_epochs: int
     max_steps: int | None
@@ -41,22 +39,25 @@ class Settings:
     print_every_s: float = 0.0  # an epoch line at most this often (the last one always)
 
 
-class NonFiniteLoss(Exception):
-    """The loss of a batch was NaN or infinite; nothing was stepped with it."""
+class StopTraining(Exception):
+    """Raised by a callback to end training at once with `error`: what was trained is saved
+    first (checkpoints/last.pt), then `error` is raised."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
 
 
 @dataclass
 class State:
-    """Where training stands; saved in every checkpoint so resume continues exactly."""
+    """Where training stands; saved in every checkpoint so resume continues exactly (the
+    callbacks' own resume state beside it, see `Callback.state_dict`)."""
 
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps so far
     batch_in_epoch: int = 0  # batches of the current epoch already done (mid-epoch stop)
     best: float | None = None  # best monitored value so far
     best_step: int | None = None
-    bad_epochs: int = 0  # epochs since `best` improved (early stopping)
-    stopped_early: bool = False
-    skipped: int = 0  # batches skipped for a non-finite loss (trainer.on_nonfinite=skip)
     meter: dict | None = None  # the unfinished epoch's metric sums (mid-epoch stop)
     history: list[float] = field(default_factory=list)  # the monitored value, epoch by epoch
 
@@ -78,31 +79,25 @@ def train_steps(
     autocast: Callable[[], AbstractContextManager],
     scaler,
     grad_clip: float | None,
-    skip_nonfinite: bool,
+    read_loss: Callable[[torch.Tensor], float],
+    keep: Callable[[float], bool],
     after_step: Callable[[float], bool],
-    on_skip: Callable[[], None],
-    read_loss: Callable[[torch.Tensor], float] = torch.Tensor.item,
-) -> int:
-    """Train on `batches` until they run out or `after_step(loss)` says stop; the batches used.
+) -> None:
+    """Train on `batches` until they run out or `after_step(loss)` says stop.
 
-    A NaN/inf loss raises NonFiniteLoss before any weight changes (or, with `skip_nonfinite`,
-    the batch is skipped): one device sync per step (`read_loss`: `.item()`, or the ranks'
-    mean), free on the CPU.
+    `read_loss` reads a batch's loss (one device sync per step: `.item()`, or the ranks'
+    mean; free on the CPU); `keep(loss)` says whether to step with it, before any weight
+    changes (False skips the batch: a NaN loss).
     """
     model.train()
-    used = 0
     for x, y in batches:
-        used += 1
         optimizer.zero_grad(set_to_none=True)  # first, as in the canonical loop: the freed
         # gradients' memory can serve this forward pass
         with autocast():
             out = model(x)
             loss = task.loss(out, y)
         value = read_loss(loss)  # (a device sync; cheaper than a torch.isfinite kernel and one)
-        if not math.isfinite(value):
-            if not skip_nonfinite:
-                raise NonFiniteLoss(value, used)
-            on_skip()
+        if not keep(value):
             continue
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -115,7 +110,6 @@ def train_steps(
         meter.update(task, out, y, value)
         if after_step(value):
             break
-    return used
 
 
 @torch.inference_mode()
@@ -147,7 +141,7 @@ class Loop:
     val: Batches | None
     settings: Settings
     seed: int
-    stop: StopRequest = field(default_factory=StopRequest)
+    stop: StopRequest = field(default_factory=StopRequest)  # agreed on with each step's loss
 
 
 @dataclass
@@ -157,7 +151,7 @@ class Epoch:
     number: int  # epochs completed, this one included
     results: dict[str, dict[str, float]]  # split -> metric -> value
     improved: bool  # the monitored value is the best so far
-    final: bool  # training ends after this epoch
+    final: bool  # training ends after this epoch (decided after `should_stop`)
     lr: float
     samples: int  # trained this epoch, over all ranks
     seconds: float  # training and validation
@@ -170,73 +164,91 @@ class Epoch:
 
 
 class Callback:
-    """A side concern of the loop (console, TensorBoard, checkpoints, timing...): every hook
-    is optional, and none changes how the model trains."""
+    """A concern beside the steps (reporting, saving, deciding to end training): every hook is
+    optional. A callback may skip a batch or end training sooner; it never changes how a step
+    computes. One that decides (`on_loss`, `should_stop`) runs on every rank and decides from
+    what the ranks agreed on, so they all stop at the same step. One that carries resume
+    state has a `name`; every checkpoint keeps its `state_dict()` under that name."""
+
+    name = ""  # its key in a checkpoint's "callbacks" ("": it carries no resume state)
+
+    def on_loss(self, state: State, loss: float) -> bool:
+        """A batch's loss as the ranks agree on it, before its step: False skips the batch
+        (no weight changes); raising StopTraining ends training before the step."""
+        return True
 
     def on_step_end(self, state: State, loss: float) -> None:
         """After an optimizer step (`state.step` counts it); `loss` as the ranks agree on it."""
+
+    def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
+        """Asked after every step and before every epoch, and with the `epoch` when one ends
+        (before `on_epoch_end`, whose `epoch.final` it decides): True ends training there."""
+        return False
 
     def on_epoch_end(self, state: State, epoch: Epoch) -> None:
         """After an epoch and its validation."""
 
     def on_stop(self, state: State) -> None:
-        """Training stops inside an epoch (a signal, max_steps, a non-finite loss): what must
-        be written, write now (`state.meter` holds the epoch's sums)."""
+        """Training stops inside an epoch (a signal, max_steps, a StopTraining): what must be
+        written, write now (`state.meter` holds the epoch's sums)."""
 
     def on_fit_end(self, state: State) -> None:
         """Training is over, however it ended (not after an exception)."""
 
-    def should_stop(self, state: State) -> bool:
-        """Asked after every epoch: True ends training there, as an early stop does (a
-        tuner's pruning). It ends training sooner; it never changes a step."""
-        return False
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue as if never stopped (plain values)."""
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Continue from a checkpoint's `state_dict()`."""
 
 
 def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
-    """Train to max_epochs, max_steps, an early stop or a signal (`loop.stop`); the callbacks
-    report and save around the steps.
+    """Train to max_epochs or max_steps, or until a callback ends it (a signal, early stopping,
+    a non-finite loss); the callbacks report and save around the steps.
 
     Under torchrun every rank runs this with its own shard (`loop.train` knows it); the ranks
-    agree on each step's loss and on stopping, and sum their metrics before anything is decided.
+    agree on each step's loss and on a signal, and sum their metrics before anything is decided.
     """
-    s, halt = loop.settings, _Halt(loop.stop, loop.settings, state)
-    clock = _Clock(state.step)
-    while state.epoch < s.max_epochs and not state.stopped_early and not halt.between_steps():
+    halt, clock = _Halt(loop, state, callbacks), _Clock(state.step)
+    while state.epoch < loop.settings.max_epochs and not halt.between_epochs():
         epoch = _train_epoch(loop, state, halt, clock, callbacks)
         if epoch is None:  # stopped mid-epoch
             break
-        for cb in callbacks:
-            cb.on_epoch_end(state, epoch)
-        if any(cb.should_stop(state) for cb in callbacks):
-            break
+        _close_epoch(loop.settings, state, epoch, halt, callbacks)
     for cb in callbacks:
         cb.on_fit_end(state)
     return state
 
 
 class _Halt:
-    """Whether to stop now: max_steps, or a signal as the ranks agreed on it (all of them stop
-    at one step; never `stop` itself: a signal may reach one rank a step early)."""
+    """Whether to stop now: max_steps, or any callback's say. A signal counts as the ranks
+    agreed on it (with a step's loss, or between epochs), never as it reached this rank: it
+    may reach one rank a step early, and all of them must stop at the same step."""
 
-    def __init__(self, stop: StopRequest, s: Settings, state: State):
-        self.stop, self.s, self.state, self.agreed = stop, s, state, False
+    def __init__(self, loop: Loop, state: State, callbacks):
+        self.stop, self.s, self.state = loop.stop, loop.settings, state
+        self.asks = _hooks(callbacks, "should_stop")
 
-    def __call__(self) -> bool:
-        return _limit(self.s, self.state) or self.agreed
+    def __call__(self, epoch: Epoch | None = None) -> bool:
+        stop, error = _limit(self.s, self.state), None
+        for ask in self.asks:  # each one asked, even after a yes: some count epochs
+            try:
+                stop = ask(self.state, epoch) or stop
+            except StopTraining as e:
+                error = error or e
+        if error is not None:
+            raise error
+        return stop
 
     def read_loss(self, loss: torch.Tensor) -> float:
         value, signum = distributed.step_consensus(loss, self.stop.signum)
-        self._agree(signum)
+        self.stop.agree(signum)
         return value
 
-    def between_steps(self) -> bool:
-        self._agree(distributed.any_signal(self.stop.signum))
+    def between_epochs(self) -> bool:
+        self.stop.agree(distributed.any_signal(self.stop.signum))
         return self()
-
-    def _agree(self, signum: int | None) -> None:
-        if signum is not None:
-            self.agreed = True
-            self.stop.adopt(signum)
 
 
 class _Clock:
@@ -259,7 +271,7 @@ def _train_epoch(loop: Loop, state: State, halt: _Halt, clock: _Clock, callbacks
     """One epoch's steps (from `state.batch_in_epoch` on), then its validation; None when
     training stopped inside it (what it did is saved through `on_stop`)."""
     s, ranks = loop.settings, distributed.ranks()
-    start, skipped_before = state.batch_in_epoch, state.skipped
+    start = state.batch_in_epoch
     clock.epoch_start()
     meter = loop.task.meter(loop.train.device)
     if state.meter is not None and ranks.main:  # (saved summed over ranks)
@@ -267,39 +279,39 @@ def _train_epoch(loop: Loop, state: State, halt: _Halt, clock: _Clock, callbacks
     order = epoch_order(len(loop.train.split), loop.seed, state.epoch)
     desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
     batches = track(loop.train.ordered(order, start), len(loop.train) - start, desc, s.progress)
+    checks, steps_end = _hooks(callbacks, "on_loss"), _hooks(callbacks, "on_step_end")
+
+    def keep(loss: float) -> bool:
+        if all([check(state, loss) for check in checks]):  # (each one asked)
+            return True
+        state.batch_in_epoch += 1  # skipped: done with
+        return False
 
     def after_step(loss: float) -> bool:
         state.step += 1
+        state.batch_in_epoch += 1
         clock.step(state, meter)
-        for cb in callbacks:
-            cb.on_step_end(state, loss)
+        for step_end in steps_end:
+            step_end(state, loss)
         return halt()
 
-    def on_skip() -> None:
-        state.skipped += 1
-
     try:
-        done = train_steps(loop.model, batches, loop.optimizer, loop.task, meter,
-                           autocast=loop.autocast, scaler=loop.scaler, grad_clip=s.grad_clip,
-                           skip_nonfinite=s.skip_nonfinite, after_step=after_step,
-                           on_skip=on_skip, read_loss=halt.read_loss)  # fmt: skip
-    except NonFiniteLoss as e:
-        state.batch_in_epoch = start + e.args[1] - 1  # the batches before the bad one
+        train_steps(loop.model, batches, loop.optimizer, loop.task, meter, autocast=loop.autocast,
+                    scaler=loop.scaler, grad_clip=s.grad_clip, read_loss=halt.read_loss,
+                    keep=keep, after_step=after_step)  # fmt: skip
+    except StopTraining as e:
         _keep_mid_epoch(state, meter, callbacks)
-        raise _nonfinite(e.args[0], state, start + e.args[1]) from None
-    state.batch_in_epoch = start + done
+        raise e.error from None
     samples = (meter.n - clock.n0) * ranks.world  # (every rank trains equal shards)
-    if state.skipped - skipped_before > 0:
-        _check_skipping(state.skipped - skipped_before, done, state, meter, callbacks)
     if state.batch_in_epoch < len(loop.train):  # stopped mid-epoch: keep the sums, resume exactly
         _keep_mid_epoch(state, meter, callbacks)
         log.info("stopped at step %d, batch %d of epoch %d; checkpoints/last.pt resumes it",
                  state.step, state.batch_in_epoch, state.epoch + 1)  # fmt: skip
         return None
-    return _end_epoch(loop, state, meter, samples, clock.start, halt)
+    return _end_epoch(loop, state, meter, samples, clock.start)
 
 
-def _end_epoch(loop: Loop, state: State, meter: Meter, samples: int, start: float, halt) -> Epoch:
+def _end_epoch(loop: Loop, state: State, meter: Meter, samples: int, start: float) -> Epoch:
     """The epoch's metrics over all ranks, the scheduler's step, validation and the monitor."""
     s = loop.settings
     meter.all_reduce()
@@ -318,20 +330,31 @@ def _end_epoch(loop: Loop, state: State, meter: Meter, samples: int, start: floa
                         results["val"]["loss"])  # fmt: skip
     val_s = time.perf_counter() - val_start
     improved = _watch(results["val" if loop.val is not None else "train"][s.monitor], s, state)
-    final = state.epoch >= s.max_epochs or state.stopped_early or halt()
-    return Epoch(number=state.epoch, results=results, improved=improved, final=final,
+    return Epoch(number=state.epoch, results=results, improved=improved, final=False,
                  lr=loop.optimizer.param_groups[0]["lr"], samples=samples,
                  seconds=time.perf_counter() - start, val_seconds=val_s)  # fmt: skip
 
 
-def _nonfinite(value: float, state: State, batch: int) -> UserError:
-    return UserError(
-        f"the loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}, batch "
-        f"{batch}); the run stopped before updating the weights with it, and "
-        "checkpoints/last.pt holds the run just before that step. Lower optim.lr, set "
-        "trainer.grad_clip, or skip such batches with trainer.on_nonfinite=skip.",
-        code=EXIT_NONFINITE,
-    )
+def _close_epoch(s: Settings, state: State, epoch: Epoch, halt: _Halt, callbacks) -> None:
+    """Decide whether training ends with `epoch`, then report it. A StopTraining raised on the
+    epoch ends training after the epoch is reported and saved."""
+    error = None
+    try:
+        stop = halt(epoch)
+    except StopTraining as e:
+        stop, error = True, e.error
+    epoch.final = stop or state.epoch >= s.max_epochs
+    for cb in callbacks:
+        cb.on_epoch_end(state, epoch)
+    if error is not None:
+        raise error
+
+
+def _hooks(callbacks, name: str) -> list[Callable]:
+    """The callbacks' `name` hooks, of those that define one: per step, a call to a hook that
+    does nothing costs as much as a small callback's work."""
+    return [getattr(cb, name) for cb in callbacks
+            if getattr(type(cb), name) is not getattr(Callback, name)]  # fmt: skip
 
 
 def _keep_mid_epoch(state: State, meter: Meter, callbacks) -> None:
@@ -343,35 +366,17 @@ def _keep_mid_epoch(state: State, meter: Meter, callbacks) -> None:
         cb.on_stop(state)
 
 
-def _check_skipping(skipped: int, batches: int, state: State, meter, callbacks) -> None:
-    """trainer.on_nonfinite=skip that skips most of an epoch is not training: stop, saying so,
-    rather than finish at chance level with exit 0 (what was trained is saved first)."""
-    if batches and skipped * 2 > batches:
-        state.batch_in_epoch = batches
-        _keep_mid_epoch(state, meter, callbacks)
-        raise UserError(
-            f"trainer.on_nonfinite=skip skipped {skipped} of {batches} batches in epoch "
-            f"{state.epoch + 1} for a NaN or infinite loss: the run is not learning. Lower "
-            "optim.lr or set trainer.grad_clip; checkpoints/last.pt holds the run so far.",
-            code=EXIT_NONFINITE,
-        )
-
-
 def _limit(s: Settings, state: State) -> bool:
     return s.max_steps is not None and state.step >= s.max_steps
 
 
 def _watch(value: float, s: Settings, state: State) -> bool:
-    """Track the best monitored value and early stopping; True when this one is the best."""
+    """Track the best monitored value; True when this one is the best so far."""
     state.history.append(value)
     better = state.best is None or (
         value < state.best if s.monitor_mode == "min" else value > state.best
     )
     if better and math.isfinite(value):  # (a NaN or inf never becomes the best)
-        state.best, state.best_step, state.bad_epochs = value, state.step, 0
+        state.best, state.best_step = value, state.step
         return True
-    state.bad_epochs += 1
-    if s.patience is not None and state.bad_epochs >= s.patience:
-        state.stopped_early = True
-        log.info("early stopping: %s has not improved for %d epochs", s.monitor, state.bad_epochs)
     return False

@@ -10,9 +10,10 @@ from train import board, checkpoint, report, rundir
 log = logging.getLogger("train")
 
 
-def score_and_report(run, state, writer, timing: dict, params: dict) -> dict:
-    """Score the best weights of `run` (a train.build.Run) on every split; metrics.json,
-    HPARAMS (`params`), pictures. The results, split -> metric -> value."""
+def score_and_report(run, state, writer, timing: dict, params: dict, skipped: int) -> dict:
+    """Score the best weights of `run` (a train.build.Run) on every split; metrics.json (with
+    the batches `skipped` for a non-finite loss), HPARAMS (`params`), pictures. The results,
+    split -> metric -> value."""
     loop, data, s = run.loop, run.data, run.loop.settings
     _load_best(run, state)
     score_train = run.score_train or data.val is None  # (train is then the monitored)
@@ -22,7 +23,7 @@ def score_and_report(run, state, writer, timing: dict, params: dict) -> dict:
     matrix = None if confusion is None else confusion.tolist()
     metrics = report.Metrics(
         splits=results, best_step=state.best_step, epochs=state.epoch, steps=state.step,
-        seed=run.config["seed"], monitor=s.monitor, skipped_nonfinite=state.skipped,
+        seed=run.config["seed"], monitor=s.monitor, skipped_nonfinite=skipped,
         timing=timing, confusion_matrix=matrix)  # fmt: skip
     report.write_json(run.dir / "metrics.json", metrics.to_dict())
     curves = "val" if data.val is not None else "train"  # the metrics: the curves' last values
@@ -45,12 +46,13 @@ def _load_best(run, state) -> None:
                     ", ".join(f"{v:.4g}" for v in state.history[-5:]))  # fmt: skip
 
 
-def conclude(run, state, results: dict, goals: list[tuple[str, str, float]]) -> float:
-    """The closing lines: final metrics, expectations, under-training advice. The monitored
-    value (what a sweep optimises)."""
+def conclude(run, state, results: dict, goals: list[tuple[str, str, float]],
+             stopped_early: bool) -> float:  # fmt: skip
+    """The closing lines: final metrics, expectations, under-training advice (none after an
+    early stop). The monitored value (what a sweep optimises)."""
     s = run.loop.settings
     reached = log_results(results, goals)
-    advice = report.undertrained(state.history, s, state)
+    advice = None if stopped_early else report.undertrained(state.history, s, state)
     if advice is not None and not (goals and reached):  # (a preset whose goals are met: done)
         log.warning("%s: python -m train resume=%s trainer.max_epochs=%d continues this run.",
                     advice, run.dir, 2 * state.epoch)  # fmt: skip

@@ -39,8 +39,9 @@ def undertrained(history: list[float], s, state) -> str | None:
     """A sentence when the run ended at max_epochs while the monitored metric was still
     clearly improving: a new best in the last two epochs, more than 2% better than a few
     epochs before, a gain that is more than 1% of all the run's gain (a loss creeping from
-    1e-6 to 1e-7 is done). None otherwise (early stop, max_steps, a plateau)."""
-    if state.stopped_early or state.epoch < s.max_epochs or len(history) < 3:
+    1e-6 to 1e-7 is done). None otherwise (max_steps, a plateau; the caller knows of an early
+    stop)."""
+    if state.epoch < s.max_epochs or len(history) < 3:
         return None
     span = min(len(history) - 1, max(2, len(history) // 5))
     before, recent = history[-span - 1], history[-2:]

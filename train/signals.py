@@ -33,6 +33,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
+        self.agreed = False  # every rank knows of the signal: stop at this step
         self._previous: dict = {}
 
     def __bool__(self) -> bool:
@@ -46,10 +47,14 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signum).name
 
-    def adopt(self, signum: int | None) -> None:
-        """Stop as if `signum` had arrived here (another rank received it)."""
-        if self.signum is None:
-            self.signum = signum
+    def agree(self, signum: int | None) -> None:
+        """The ranks agreed on `signum` (None: no rank received one): stop as if it had
+        arrived here, and say so in `agreed` (a signal this rank caught alone may reach the
+        others a step later)."""
+        if signum is not None:
+            self.agreed = True
+            if self.signum is None:
+                self.signum = signum
 
     def __enter__(self) -> "StopRequest":
         for sig in SIGNALS:

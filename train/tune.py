@@ -203,8 +203,8 @@ class Report(Callback):
                 "pruned by the study after epoch %d: %s is behind the other trials'",
                      epoch.number, self.monitor)  # fmt: skip
 
-    def should_stop(self, state) -> bool:
-        return self.pruned
+    def should_stop(self, state, epoch=None) -> bool:
+        return self.pruned  # (asked after on_epoch_end set it: before the next epoch)
 
 
 def open_study(directory: Path, s: Settings, monitor: str, mode: str):

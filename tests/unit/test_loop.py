@@ -10,7 +10,7 @@ from train import callbacks
 from train.batches import Batches, Normalizer
 from train.data import synthetic
 from train.errors import UserError
-from train.loop import Callback, Loop, Settings, State, fit
+from train.loop import Callback, Epoch, Loop, Settings, State, StopTraining, fit
 from train.task import Task
 
 CPU = torch.device("cpu")
@@ -90,7 +90,7 @@ def test_a_signal_stops_at_the_next_step_the_ranks_can_agree_on():
             if state.step == 3:
                 loop.stop.signum = 15  # as the handler sets it
 
-    state = fit(loop, State(), [Signal(), rec])
+    state = fit(loop, State(), [Signal(), callbacks.SignalStop(loop.stop), rec])
     assert state.step == 4 and ("stop", 4) in rec.calls and loop.stop.name == "SIGTERM"
 
 
@@ -116,13 +116,93 @@ class Poisoned(torch.nn.Linear):
         return out * float("nan") if self.calls >= self.at else out
 
 
-def test_a_nonfinite_loss_stops_before_the_step_and_saves_first():
-    loop, rec = _loop(), Record()
-    loop.model = loop.evaluator = Poisoned(at=3)
+def _poisoned(at: int, **kw) -> Loop:
+    loop = _loop(**kw)
+    loop.model = loop.evaluator = Poisoned(at)
     loop.optimizer = torch.optim.SGD(loop.model.parameters(), 0.05)
-    with pytest.raises(UserError, match="the loss became nan at step 3") as e:
-        fit(loop, State(), [rec])
+    return loop
+
+
+def test_a_nonfinite_loss_stops_before_the_step_and_saves_first():
+    loop, rec = _poisoned(at=3), Record()
+    before = [p.detach().clone() for p in loop.model.parameters()]
+    with pytest.raises(UserError, match=r"the loss became nan at step 3 \(epoch 1, batch 3\)") as e:
+        fit(loop, State(), [callbacks.NonFiniteGuard(skip=False), rec])
     assert e.value.code == 3 and rec.calls == [("step", 1), ("step", 2), ("stop", 2)]
+    assert all(torch.isfinite(p).all() for p in loop.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, loop.model.parameters(), strict=True))
+
+
+def test_skipped_batches_are_counted_and_a_mostly_skipped_epoch_ends_the_run_saved():
+    """on_nonfinite=skip: a bad batch changes nothing and is counted; an epoch whose batches
+    were mostly skipped is reported and saved, then the run stops with exit 3."""
+    loop, rec, saved = _poisoned(at=3, max_epochs=5), Record(), []
+    guard = callbacks.NonFiniteGuard(skip=True)
+    ckpt = callbacks.Checkpoints(lambda st, copy=False: (st.epoch, st.batch_in_epoch),
+                                 lambda n, p: saved.append((n, p)), 3600, lambda: None)  # fmt: skip
+    with pytest.raises(UserError, match="skipped 3 of 5 batches in epoch 1") as e:
+        fit(loop, State(), [guard, rec, ckpt])
+    assert e.value.code == 3 and guard.skipped == 3
+    assert [c for c in rec.calls if c[0] == "step"] == [("step", 1), ("step", 2)]
+    assert rec.calls[-1][:3] == ("epoch", 1, True) and saved[-1] == ("last", (1, 0))
+
+
+def test_the_guard_carries_an_unfinished_epoch_into_a_resume():
+    guard = callbacks.NonFiniteGuard(skip=True)
+    for loss in (1.0, float("nan"), 1.0):
+        guard.on_loss(State(), loss)
+    resumed = callbacks.NonFiniteGuard(skip=True)
+    resumed.load_state_dict(guard.state_dict())
+    assert resumed.on_loss(State(), float("inf")) is False
+    assert resumed.should_stop(State(), _epoch(improved=True)) is False  # 2 of 4: not most
+    assert resumed.skipped == 2 and resumed.state_dict()["epoch_seen"] == 0
+    lost = callbacks.NonFiniteGuard(skip=True)  # without the saved count: 1 of 1, most
+    lost.on_loss(State(), float("inf"))
+    with pytest.raises(StopTraining, match="skipped 1 of 1 batches"):
+        lost.should_stop(State(), _epoch(improved=True))
+
+
+def _epoch(improved: bool, number: int = 1):
+    return Epoch(number=number, results={}, improved=improved, final=False, lr=0.1, samples=1,
+                 seconds=1.0, val_seconds=0.0)  # fmt: skip
+
+
+def test_early_stopping_ends_the_epoch_after_patience_epochs_without_a_better_value():
+    loop, rec = _loop(max_epochs=10, lr=0.0), Record()  # lr 0: only epoch 1 is ever the best
+    early = callbacks.EarlyStopping(patience=2, monitor="loss")
+    state = fit(loop, State(), [early, rec])
+    epochs = [c for c in rec.calls if c[0] == "epoch"]
+    assert state.epoch == 3 and early.stopped and early.bad_epochs == 2
+    assert [e[2:] for e in epochs] == [(False, True), (False, False), (True, False)]
+
+
+def test_patience_0_stops_at_the_first_epoch_without_a_better_value():
+    early = callbacks.EarlyStopping(patience=0, monitor="loss")
+    assert early.should_stop(State(), _epoch(improved=True)) is False
+    assert early.should_stop(State(), _epoch(improved=False)) is True
+
+
+def test_early_stopping_continues_its_count_from_a_checkpoint_and_stays_stopped():
+    early = callbacks.EarlyStopping(patience=3, monitor="loss")
+    for improved in (True, False, False):
+        assert early.should_stop(State(), _epoch(improved)) is False
+    resumed = callbacks.EarlyStopping(patience=3, monitor="loss")
+    resumed.load_state_dict(early.state_dict())
+    assert resumed.should_stop(State(), _epoch(improved=False)) is True
+    again = callbacks.EarlyStopping(patience=None, monitor="loss")  # a resume may drop it
+    again.load_state_dict(resumed.state_dict())
+    loop = _loop(max_epochs=10)
+    assert fit(loop, State(), [again]).step == 0  # a stopped run stays stopped
+
+
+def test_callback_states_go_by_name_and_a_missing_one_starts_fresh():
+    early, guard = callbacks.EarlyStopping(2, "loss"), callbacks.NonFiniteGuard(skip=True)
+    early.bad_epochs, guard.skipped = 1, 4
+    saved = callbacks.states([early, guard, callbacks.Timing()])
+    assert set(saved) == {"early_stopping", "nonfinite"}
+    fresh = [callbacks.EarlyStopping(2, "loss"), callbacks.NonFiniteGuard(skip=True)]
+    callbacks.restore(fresh, {"early_stopping": saved["early_stopping"]})
+    assert fresh[0].bad_epochs == 1 and fresh[1].skipped == 0
 
 
 def test_the_console_prints_the_last_epoch_and_an_unprinted_best(caplog):
@@ -139,7 +219,7 @@ def test_a_callback_may_end_training_after_an_epoch_and_everything_is_saved():
     loop, saved = _loop(max_epochs=10), []
 
     class Prune(Callback):
-        def should_stop(self, state):
+        def should_stop(self, state, epoch=None):
             return state.epoch >= 2
 
     ckpt = callbacks.Checkpoints(lambda st, copy=False: st.step,
