@@ -270,6 +270,6 @@ def test_resume_auto_skips_and_names_a_corrupt_checkpoint(cli, tmp_path):
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a crash outside our save
     out = cli("data=digits", "trainer.max_epochs=3", "resume=auto")
     assert out.returncode == 0, out.stderr
-    assert f"skipping checkpoint {last} is corrupt" in out.stdout
+    assert f"skipped a checkpoint it cannot use: checkpoint {last} is corrupt" in out.stdout
     assert f"continuing {run} from {run / 'checkpoints' / 'best.pt'}" in out.stdout
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3

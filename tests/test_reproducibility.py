@@ -63,7 +63,7 @@ def test_early_stopping_counts_on_across_a_resume(train_run):
     whole = train_run(*args, "trainer.max_epochs=10")
     run = train_run(*args, "trainer.max_epochs=2")
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert last["callbacks"]["early_stopping"] == {"bad_epochs": 1, "stopped": False}
+    assert last["callbacks"]["early_stopping"] == {"bad_epochs": 1}
     train_run(*args, "trainer.max_epochs=10", f"resume={run}")
     assert json.loads((whole / "metrics.json").read_text())["epochs"] == 4
     assert_same(outcome(whole), outcome(run))
@@ -74,7 +74,7 @@ def _as_format_1(path: Path) -> None:
     inside the loop's, no "callbacks" entry, format 1."""
     blob = checkpoint.load(path)
     early, guard = blob["callbacks"]["early_stopping"], blob["callbacks"]["nonfinite"]
-    blob["state"].update(bad_epochs=early["bad_epochs"], stopped_early=early["stopped"],
+    blob["state"].update(bad_epochs=early["bad_epochs"], stopped_early=False,
                          skipped=guard["skipped"])  # fmt: skip
     del blob["callbacks"]
     checkpoint.save(path, {**blob, "format": 1})

@@ -142,6 +142,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     early = callbacks.EarlyStopping(s.patience, s.monitor)
     guard = callbacks.NonFiniteGuard(s.skip_nonfinite)
     deciding = [callbacks.SignalStop(run.loop.stop), early, guard]  # every rank's
+    callbacks.restore(deciding, run.callback_states, run.source)  # (a resumed run's go on)
     if ranks.main:  # (TensorBoard, the console and checkpoints: rank 0's alone)
         writer = board.open_writer(run_dir, run.state.step if run.resumed else None)
         if not run.resumed:
@@ -164,12 +165,10 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
 
 
 def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
-    """The loop's callbacks: `deciding` (every rank's; a resumed run's continue where they
-    were), then on rank 0 what reports and saves, and `extra` (the other ranks train and
-    agree, and say only what goes wrong)."""
+    """The loop's callbacks: `deciding` (every rank's), then on rank 0 what reports and saves,
+    and `extra` (the other ranks train and agree, and say only what goes wrong)."""
     from train import callbacks
 
-    callbacks.restore(deciding, run.callback_states)
     if not run.ranks.main:
         return deciding
     loop, s = run.loop, run.loop.settings

@@ -29,13 +29,17 @@ class Run:
     loop: object  # train.loop.Loop (its seed the run's)
     state: object  # train.loop.State: where training stands (a resumed run's)
     saver: object  # train.checkpoint.Saver
-    resumed: bool
+    source: Path | None  # the checkpoint resumed from
     callback_states: dict  # the callbacks' resume state by name (a resumed run's; else empty)
     eval_batch_size: int
     config: dict  # the resolved config as recorded (its seed the one drawn)
     checkpoint_every_s: float
     score_train: bool
     num_sample_images: int
+
+    @property
+    def resumed(self) -> bool:
+        return self.source is not None
 
 
 def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
@@ -74,7 +78,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
                 scheduler=scheduler, scaler=scaler, autocast=autocast, task=task, train=train,
                 val=val, settings=s, seed=seed)  # fmt: skip
     return Run(dir=run_dir, ranks=ranks, device=device, data=data, model=model, loop=loop,
-               state=state, saver=saver, resumed=resumed is not None,
+               state=state, saver=saver, source=source if resumed is not None else None,
                callback_states=resumed.callbacks if resumed is not None else {},
                eval_batch_size=sizes[1], config=config,
                checkpoint_every_s=cfg.trainer.checkpoint_every_s,

@@ -31,11 +31,20 @@ def states(callbacks: list[Callback]) -> dict:
     return {cb.name: cb.state_dict() for cb in callbacks if cb.name}
 
 
-def restore(callbacks: list[Callback], saved: dict) -> None:
-    """Continue each named callback from a checkpoint's `states` (one it lacks starts fresh)."""
+def restore(callbacks: list[Callback], saved: dict, source) -> None:
+    """Continue each named callback from the `states` saved in checkpoint `source` (one it
+    lacks starts fresh); an entry that does not fit is one paragraph naming it."""
     for cb in callbacks:
         if cb.name and cb.name in saved:
-            cb.load_state_dict(saved[cb.name])
+            try:
+                cb.load_state_dict(saved[cb.name])
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserError(
+                    f"checkpoint {source}: its callbacks entry {cb.name!r} is malformed "
+                    f"({saved[cb.name]!r}; {type(e).__name__} {e}), expected what "
+                    f"{type(cb).__name__} saves, e.g. {cb.state_dict()!r}. The file was not "
+                    "written by train, or was edited; resume from another checkpoint."
+                ) from None
 
 
 class SignalStop(Callback):
@@ -52,32 +61,42 @@ class SignalStop(Callback):
 
 class EarlyStopping(Callback):
     """Ends training once the monitored value has not improved for `patience` epochs (None:
-    never; the count goes on, for a resume that sets it). A stopped run stays stopped."""
+    never; the count goes on all the same). A resume counts on, under its own patience: a
+    larger one, or None, trains a run that stopped early further."""
 
     name = "early_stopping"
 
     def __init__(self, patience: int | None, monitor: str):
         self.patience, self.monitor = patience, monitor
-        self.bad_epochs, self.stopped = 0, False  # epochs since the best; stopped early
+        self.bad_epochs = 0  # epochs since the monitored value was last the best
+        self.stopped = self.already = False  # stopped early; before this process trained
 
     def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
-        if epoch is None or self.stopped:
-            return self.stopped
-        if epoch.improved:
-            self.bad_epochs = 0
-            return False
-        self.bad_epochs += 1
-        if self.patience is not None and self.bad_epochs >= self.patience:
-            self.stopped = True
-            log.info("early stopping: %s has not improved for %d epochs", self.monitor,
-                     self.bad_epochs)  # fmt: skip
+        if epoch is not None and not self.stopped:
+            self.bad_epochs = 0 if epoch.improved else self.bad_epochs + 1
+            self.stopped = self._exhausted()
         return self.stopped
 
+    def on_fit_end(self, state: State) -> None:
+        if self.stopped:
+            n = self.bad_epochs
+            log.info("early stopping%s: %s has not improved for %d epoch%s (trainer.patience=%d)%s",
+                     " had already ended this run" if self.already else "", self.monitor, n,
+                     "" if n == 1 else "s", self.patience,
+                     "; a larger trainer.patience, or null, trains it on" if self.already
+                     else "")  # fmt: skip
+
     def state_dict(self) -> dict:
-        return {"bad_epochs": self.bad_epochs, "stopped": self.stopped}
+        return {"bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.bad_epochs, self.stopped = int(saved["bad_epochs"]), bool(saved["stopped"])
+        self.bad_epochs = int(saved["bad_epochs"])
+        self.stopped = self.already = self._exhausted()
+
+    def _exhausted(self) -> bool:
+        return (
+            self.patience is not None and self.bad_epochs > 0 and self.bad_epochs >= self.patience
+        )
 
 
 class NonFiniteGuard(Callback):
@@ -93,8 +112,8 @@ class NonFiniteGuard(Callback):
         self.epoch_skipped, self.epoch_seen = 0, 0  # in the current epoch (resumed too)
 
     def on_loss(self, state: State, loss: float) -> bool:
-        self.epoch_seen += 1
         if math.isfinite(loss):
+            self.epoch_seen += 1
             return True
         if not self.skip:
             raise StopTraining(UserError(
@@ -105,6 +124,7 @@ class NonFiniteGuard(Callback):
                 "trainer.on_nonfinite=skip.", code=EXIT_NONFINITE))  # fmt: skip
         self.skipped += 1
         self.epoch_skipped += 1
+        self.epoch_seen += 1
         return False
 
     def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:

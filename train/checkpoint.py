@@ -62,14 +62,25 @@ class Checkpoint:
         kinds = {"state": dict, "config": dict, "data": dict, "callbacks": dict}
         if wrong := [k for k, kind in kinds.items() if not isinstance(blob[k], kind)]:
             raise UserError(f"checkpoint {path} is malformed: {', '.join(wrong)} not a mapping.")
+        if wrong := [k for k, v in blob["callbacks"].items() if not _plain(v)]:
+            raise UserError(f"checkpoint {path} is malformed: its callbacks entries "
+                            f"{', '.join(map(repr, wrong))} are not names to numbers.")  # fmt: skip
         return cls(**{k: blob[k] for k in names if k in blob})
+
+
+def _plain(entry) -> bool:
+    """A callback's saved state: names to plain numbers (what train.callbacks save)."""
+    return isinstance(entry, dict) and all(
+        isinstance(k, str) and isinstance(v, int | float) for k, v in entry.items()
+    )
 
 
 def _from_format_1(blob: dict) -> dict:
     """A format-1 checkpoint as format 2: early stopping's count and the skipped batches move
     from the loop's state to their callbacks' (train.callbacks), named as they save them."""
     state = dict(blob["state"])
-    early = {"bad_epochs": state.pop("bad_epochs", 0), "stopped": state.pop("stopped_early", False)}
+    early = {"bad_epochs": state.pop("bad_epochs", 0)}  # (stopped_early: from it and patience)
+    state.pop("stopped_early", None)
     guard = {"skipped": state.pop("skipped", 0), "epoch_skipped": 0, "epoch_seen": 0}
     return {**blob, "state": state, "callbacks": {"early_stopping": early, "nonfinite": guard}}
 

@@ -211,6 +211,10 @@ def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
     agree on each step's loss and on a signal, and sum their metrics before anything is decided.
     """
     halt, clock = _Halt(loop, state, callbacks), _Clock(state.step)
+    if state.epoch >= loop.settings.max_epochs:  # (a resume of a finished run)
+        log.info("nothing to train: the run has trained %d epochs, trainer.max_epochs=%d; a "
+                 "larger trainer.max_epochs continues it", state.epoch,
+                 loop.settings.max_epochs)  # fmt: skip
     while state.epoch < loop.settings.max_epochs and not halt.between_epochs():
         epoch = _train_epoch(loop, state, halt, clock, callbacks)
         if epoch is None:  # stopped mid-epoch

@@ -165,6 +165,7 @@ def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
 
     any_seed = wanted.get("seed") is None  # seed=null: a run's drawn seed still matches
     runs = sorted((p for p in parent.glob("*") if (p / "checkpoints").is_dir()), reverse=True)
+    skipped = False
     for run in runs:
         for name in ("last.pt", "best.pt"):
             path = run / "checkpoints" / name
@@ -173,7 +174,8 @@ def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
             try:
                 blob = checkpoint.Checkpoint.read(path)
             except UserError as e:
-                notes.append(f"resume=auto: skipping {e.message}")
+                notes.append(f"resume=auto: skipped a checkpoint it cannot use: {e.message}")
+                skipped = True
                 continue
             have = _fingerprint(blob.config)
             if any_seed:
@@ -186,7 +188,9 @@ def _find_auto(parent: Path, wanted: dict, max_epochs: int) -> Path | None:
                 return None
             notes.append(f"resume=auto: continuing {run} from {path}")
             return path
-    notes.append(f"resume=auto: no run of this config under {parent} to continue; starting anew")
+    usable = " that this version can use" if skipped else ""
+    notes.append(f"resume=auto: no run of this config under {parent}{usable} to continue; "
+                 "starting anew")  # fmt: skip
     return None
 
 

@@ -28,7 +28,7 @@ def test_this_format_round_trips_the_callbacks_state(tmp_path):
     checkpoint.save(tmp_path / "last.pt", _blob())
     got = Checkpoint.read(tmp_path / "last.pt")
     assert got.format == 2 and got.state["step"] == 40
-    assert got.callbacks["early_stopping"] == {"bad_epochs": 2, "stopped": False}
+    assert got.callbacks["early_stopping"] == {"bad_epochs": 2}
     assert got.callbacks["nonfinite"]["skipped"] == 3
 
 
@@ -43,8 +43,8 @@ def test_a_format_1_checkpoint_is_read_with_its_callbacks_state_moved_out_of_the
     checkpoint.save(tmp_path / "old.pt", old)
     got = Checkpoint.read(tmp_path / "old.pt")
     assert State(**got.state).step == 40  # (the loop's State takes it as it is)
-    fresh = [callbacks.EarlyStopping(5, "loss"), callbacks.NonFiniteGuard(skip=True)]
-    callbacks.restore(fresh, got.callbacks)
+    fresh = [callbacks.EarlyStopping(2, "loss"), callbacks.NonFiniteGuard(skip=True)]
+    callbacks.restore(fresh, got.callbacks, tmp_path / "old.pt")
     assert fresh[0].bad_epochs == 2 and fresh[0].stopped and fresh[1].skipped == 3
 
 
@@ -54,6 +54,12 @@ def test_another_format_is_refused_naming_what_is_read(tmp_path):
         UserError, match=r"is format 3; this version of train reads formats 1 and 2"
     ):
         Checkpoint.read(tmp_path / "new.pt")
+
+
+def test_a_callbacks_entry_of_anything_but_numbers_is_refused(tmp_path):
+    checkpoint.save(tmp_path / "odd.pt", _blob(callbacks={"early_stopping": [1], "x": {"a": "b"}}))
+    with pytest.raises(UserError, match="its callbacks entries 'early_stopping', 'x' are not"):
+        Checkpoint.read(tmp_path / "odd.pt")
 
 
 def test_a_format_2_checkpoint_without_the_callbacks_state_is_incomplete(tmp_path):

@@ -124,11 +124,12 @@ def _poisoned(at: int, **kw) -> Loop:
 
 
 def test_a_nonfinite_loss_stops_before_the_step_and_saves_first():
-    loop, rec = _poisoned(at=3), Record()
+    loop, rec, guard = _poisoned(at=3), Record(), callbacks.NonFiniteGuard(skip=False)
     before = [p.detach().clone() for p in loop.model.parameters()]
     with pytest.raises(UserError, match=r"the loss became nan at step 3 \(epoch 1, batch 3\)") as e:
-        fit(loop, State(), [callbacks.NonFiniteGuard(skip=False), rec])
+        fit(loop, State(), [guard, rec])
     assert e.value.code == 3 and rec.calls == [("step", 1), ("step", 2), ("stop", 2)]
+    assert guard.state_dict()["epoch_seen"] == 2  # the batches done, as last.pt's state says
     assert all(torch.isfinite(p).all() for p in loop.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, loop.model.parameters(), strict=True))
 
@@ -182,17 +183,35 @@ def test_patience_0_stops_at_the_first_epoch_without_a_better_value():
     assert early.should_stop(State(), _epoch(improved=False)) is True
 
 
-def test_early_stopping_continues_its_count_from_a_checkpoint_and_stays_stopped():
+def test_early_stopping_counts_on_from_a_checkpoint_under_the_resumed_runs_patience(caplog):
+    """The same patience: a stopped run stays stopped, and says so; a larger one, or none,
+    trains it on."""
     early = callbacks.EarlyStopping(patience=3, monitor="loss")
     for improved in (True, False, False):
         assert early.should_stop(State(), _epoch(improved)) is False
     resumed = callbacks.EarlyStopping(patience=3, monitor="loss")
     resumed.load_state_dict(early.state_dict())
     assert resumed.should_stop(State(), _epoch(improved=False)) is True
-    again = callbacks.EarlyStopping(patience=None, monitor="loss")  # a resume may drop it
-    again.load_state_dict(resumed.state_dict())
-    loop = _loop(max_epochs=10)
-    assert fit(loop, State(), [again]).step == 0  # a stopped run stays stopped
+    same = callbacks.EarlyStopping(patience=3, monitor="loss")
+    same.load_state_dict(resumed.state_dict())
+    with caplog.at_level("INFO", logger="train"):
+        assert fit(_loop(max_epochs=10), State(), [same]).step == 0
+    assert (
+        "early stopping had already ended this run: loss has not improved for 3 epochs "
+        "(trainer.patience=3); a larger trainer.patience, or null, trains it on"
+    ) in caplog.text
+    for patience in (5, None):
+        more = callbacks.EarlyStopping(patience=patience, monitor="loss")
+        more.load_state_dict(resumed.state_dict())
+        assert fit(_loop(max_epochs=2), State(), [more]).epoch == 2
+
+
+def test_a_malformed_saved_state_is_one_paragraph_naming_the_entry():
+    early = callbacks.EarlyStopping(patience=3, monitor="loss")
+    with pytest.raises(UserError, match=r"ckpt.pt: its callbacks entry 'early_stopping' is "
+                       r"malformed \(\{'count': 1\}; KeyError 'bad_epochs'\), expected what "
+                       r"EarlyStopping saves, e.g. \{'bad_epochs': 0\}"):  # fmt: skip
+        callbacks.restore([early], {"early_stopping": {"count": 1}}, "ckpt.pt")
 
 
 def test_callback_states_go_by_name_and_a_missing_one_starts_fresh():
@@ -201,7 +220,7 @@ def test_callback_states_go_by_name_and_a_missing_one_starts_fresh():
     saved = callbacks.states([early, guard, callbacks.Timing()])
     assert set(saved) == {"early_stopping", "nonfinite"}
     fresh = [callbacks.EarlyStopping(2, "loss"), callbacks.NonFiniteGuard(skip=True)]
-    callbacks.restore(fresh, {"early_stopping": saved["early_stopping"]})
+    callbacks.restore(fresh, {"early_stopping": saved["early_stopping"]}, "last.pt")
     assert fresh[0].bad_epochs == 1 and fresh[1].skipped == 0
 
 
