@@ -89,7 +89,7 @@ def test_a_two_rank_run_resumes_exactly(torchrun, tmp_path):
     assert checkpoint.load(run / "checkpoints" / "last.pt")["state"]["batch_in_epoch"] == 3
     out = torchrun(*args, f"resume={run}")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "resuming from epoch 1, step 10" in out.stdout
+    assert "resuming at step 10, batch 3 of epoch 2" in out.stdout  # (as the stop said it)
     assert_same(outcome(whole), outcome(run))
 
 

@@ -143,7 +143,11 @@ def _state(saver, resumed, source, model, optimizer, scheduler, scaler):
     if resumed is None:
         return State()
     state = State(**saver.restore(resumed, source, model, optimizer, scheduler, scaler))
-    log.info("resuming from epoch %d, step %d", state.epoch, state.step)
+    if state.batch_in_epoch:  # (as the stop said it: batch N of the unfinished epoch)
+        log.info("resuming at step %d, batch %d of epoch %d", state.step, state.batch_in_epoch,
+                 state.epoch + 1)  # fmt: skip
+    else:
+        log.info("resuming from epoch %d, step %d", state.epoch, state.step)
     return state
 
 

@@ -120,8 +120,8 @@ class NonFiniteGuard(Callback):
                 f"the loss became {loss} at step {state.step + 1} (epoch {state.epoch + 1}, "
                 f"batch {state.batch_in_epoch + 1}); the run stopped before updating the "
                 "weights with it, and checkpoints/last.pt holds the run just before that step. "
-                "Lower optim.lr, set trainer.grad_clip, or skip such batches with "
-                "trainer.on_nonfinite=skip.", code=EXIT_NONFINITE))  # fmt: skip
+                "A new run with a lower optim.lr, with trainer.grad_clip set, or skipping such "
+                "batches (trainer.on_nonfinite=skip) avoids it.", code=EXIT_NONFINITE))  # fmt: skip
         self.skipped += 1
         self.epoch_skipped += 1
         self.epoch_seen += 1
@@ -174,8 +174,9 @@ class Console(Callback):
         parts = " | ".join(f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
                            for split, metrics in e.results.items())  # fmt: skip
         share = 100 * e.val_seconds / max(e.seconds, 1e-9)
+        val = f", validation {share:.0f}% of the epoch" if "val" in e.results else ""
         return (f"epoch {e.number}/{self.max_epochs} | {parts} | lr {e.lr:.3g} | {e.seconds:.2f}s, "
-                f"{e.speed:,.0f} samples/s, validation {share:.0f}% of the epoch")  # fmt: skip
+                f"{e.speed:,.0f} samples/s{val}")  # fmt: skip
 
 
 class Board(Callback):
