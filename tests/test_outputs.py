@@ -109,6 +109,16 @@ def test_resume_continues_from_the_saved_epoch_in_the_same_run(train_run):
     assert steps == [40, 80, 120, 160]  # continued, nothing duplicated
 
 
+def test_a_resume_with_nothing_to_train_says_so_and_keeps_the_runs_timing(train_run, caplog):
+    run = train_run(*DIGITS[:-1], "trainer.max_epochs=2")
+    before = json.loads((run / "metrics.json").read_text())
+    with caplog.at_level("INFO", logger="train"):
+        train_run(*DIGITS[:-1], "trainer.max_epochs=2", f"resume={run}")
+    assert "nothing to train: the run has trained 2 epochs, trainer.max_epochs=2" in caplog.text
+    after = json.loads((run / "metrics.json").read_text())
+    assert after == before and after["timing"]["loop_s"] is not None
+
+
 def test_resume_of_another_model_names_the_mismatch(train_run):
     run = train_run(*DIGITS[:-1], "trainer.max_epochs=1")
     with pytest.raises(UserError) as e:

@@ -21,6 +21,8 @@ def score_and_report(run, state, writer, timing: dict, params: dict, skipped: in
     results, confusion = report.score(run.model, data, loop.task, run.device, loop.autocast,
                                       splits, run.eval_batch_size)  # fmt: skip
     matrix = None if confusion is None else confusion.tolist()
+    if timing["first_step_s"] is None:  # nothing trained now (a finished run resumed)
+        timing = _timing_on_file(run.dir / "metrics.json") or timing
     metrics = report.Metrics(
         splits=results, best_step=state.best_step, epochs=state.epoch, steps=state.step,
         seed=run.config["seed"], monitor=s.monitor, skipped_nonfinite=skipped,
@@ -32,6 +34,16 @@ def score_and_report(run, state, writer, timing: dict, params: dict, skipped: in
                     run.num_sample_images, state.step)  # fmt: skip
     graph(run.model, data.in_shape, writer)
     return results
+
+
+def _timing_on_file(path: Path) -> dict | None:
+    """Where the training's time went, as metrics.json says it (None: no readable file)."""
+    from train.errors import UserError
+
+    try:
+        return report.Metrics.read(path).timing if path.is_file() else None
+    except UserError:
+        return None
 
 
 def _load_best(run, state) -> None:
