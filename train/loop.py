@@ -215,11 +215,16 @@ def fit(loop: Loop, state: State, callbacks: list[Callback] = ()) -> State:
         log.info("nothing to train: the run has trained %d epochs, trainer.max_epochs=%d; a "
                  "larger trainer.max_epochs continues it", state.epoch,
                  loop.settings.max_epochs)  # fmt: skip
-    while state.epoch < loop.settings.max_epochs and not halt.between_epochs():
-        epoch = _train_epoch(loop, state, halt, clock, callbacks)
-        if epoch is None:  # stopped mid-epoch
-            break
-        _close_epoch(loop.settings, state, epoch, halt, callbacks)
+    try:
+        while state.epoch < loop.settings.max_epochs and not halt.between_epochs():
+            epoch = _train_epoch(loop, state, halt, clock, callbacks)
+            if epoch is None:  # stopped mid-epoch
+                break
+            _close_epoch(loop.settings, state, epoch, halt, callbacks)
+    except StopTraining as e:  # (asked between epochs; inside one, _train_epoch saves)
+        for cb in callbacks:
+            cb.on_stop(state)
+        raise e.error from None
     for cb in callbacks:
         cb.on_fit_end(state)
     return state

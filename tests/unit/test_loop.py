@@ -134,6 +134,22 @@ def test_a_nonfinite_loss_stops_before_the_step_and_saves_first():
     assert any(not torch.equal(a, b) for a, b in zip(before, loop.model.parameters(), strict=True))
 
 
+def test_a_stop_asked_between_epochs_saves_first():
+    loop, saved = _loop(max_epochs=5), []
+
+    class Quit(Callback):
+        def should_stop(self, state, epoch=None):
+            if epoch is None and state.epoch == 1 and state.batch_in_epoch == 0:
+                raise StopTraining(UserError("enough"))
+            return False
+
+    ckpt = callbacks.Checkpoints(lambda st, copy=False: st.epoch,
+                                 lambda n, p: saved.append((n, p)), 3600, lambda: None)  # fmt: skip
+    with pytest.raises(UserError, match="enough"):
+        fit(loop, State(), [Quit(), ckpt])
+    assert ("last", 1) in saved  # (the clock alone would not have written epoch 1)
+
+
 def test_skipped_batches_are_counted_and_a_mostly_skipped_epoch_ends_the_run_saved():
     """on_nonfinite=skip: a bad batch changes nothing and is counted; an epoch whose batches
     were mostly skipped is reported and saved, then the run stops with exit 3."""
