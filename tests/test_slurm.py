@@ -130,6 +130,10 @@ def _interrupt(proc, runs: Path, act) -> str:
                          text=True).stdout.strip() == "":  # fmt: skip
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
+    # slurmd refuses a job whose credential dates from the second its last run was killed in
+    # ("Job credential revoked": the requeued job then ends FAILED); SLURM's own ~2-minute
+    # hold after a requeue never meets that, a release at once sometimes did.
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
