@@ -50,6 +50,8 @@ def task(run: Callable[[list[str]], Any], overrides: list[str], job_dir: Path) -
                       "checkpoints/last.pt when it starts again", flush=True)  # fmt: skip
             requeue(warning, None)  # task 0 requeues and exits; the others return here
         raise
+    finally:  # (app.main's own finish is not on a job's path) torn down by the interpreter at
+        distributed.finish()  # exit, a rank aborted now and then: sacct said FAILED
 
 
 def _continued(job_dir: Path) -> list[str]:

@@ -1,6 +1,7 @@
 """SLURM without a cluster: which environment makes ranks, when a job continues, and how a
 failed job reads (tests/test_slurm.py runs the real thing)."""
 
+import contextlib
 import signal
 
 import pytest
@@ -59,6 +60,22 @@ def test_slurms_warning_joins_the_graceful_stop_signals_once(monkeypatch):
     signals.stop_also_on(signal.SIGUSR2)
     signals.stop_also_on(signal.SIGUSR2)
     assert signals.SIGNALS == [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2]
+
+
+def _bad_input(overrides):
+    raise UserError("bad input")
+
+
+@pytest.mark.parametrize("job", [lambda overrides: 0.5, _bad_input], ids=["done", "failed"])
+def test_a_task_leaves_the_process_group_however_it_ends(monkeypatch, tmp_path, job):
+    """Left to the interpreter's exit, the group's teardown aborted a rank now and then, and
+    sacct said FAILED for a job that had finished."""
+    monkeypatch.setattr(signals, "SIGNALS", list(signals.SIGNALS))
+    left = []
+    monkeypatch.setattr(distributed, "finish", lambda: left.append(True))
+    with contextlib.suppress(UserError):
+        slurm.task(job, [], tmp_path)
+    assert left == [True]
 
 
 # submitit's two reports of a failed job: it raised, or it ended without a result.
