@@ -78,7 +78,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
                 scheduler=scheduler, scaler=scaler, autocast=autocast, task=task, train=train,
                 val=val, settings=s, seed=seed)  # fmt: skip
     return Run(dir=run_dir, ranks=ranks, device=device, data=data, model=model, loop=loop,
-               state=state, saver=saver, source=source if resumed is not None else None,
+               state=state, saver=saver, source=source,
                callback_states=resumed.callbacks if resumed is not None else {},
                eval_batch_size=sizes[1], config=config,
                checkpoint_every_s=cfg.trainer.checkpoint_every_s,

@@ -69,12 +69,16 @@ class EarlyStopping(Callback):
     def __init__(self, patience: int | None, monitor: str):
         self.patience, self.monitor = patience, monitor
         self.bad_epochs = 0  # epochs since the monitored value was last the best
-        self.stopped = self.already = False  # stopped early; before this process trained
+        self.already = False  # stopped before this process trained
+
+    @property
+    def stopped(self) -> bool:
+        """Not improved for `patience` epochs (0: for one, as 1): stopped early."""
+        return self.patience is not None and self.bad_epochs >= max(self.patience, 1)
 
     def should_stop(self, state: State, epoch: Epoch | None = None) -> bool:
         if epoch is not None and not self.stopped:
             self.bad_epochs = 0 if epoch.improved else self.bad_epochs + 1
-            self.stopped = self._exhausted()
         return self.stopped
 
     def on_fit_end(self, state: State) -> None:
@@ -91,12 +95,7 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, saved: dict) -> None:
         self.bad_epochs = int(saved["bad_epochs"])
-        self.stopped = self.already = self._exhausted()
-
-    def _exhausted(self) -> bool:
-        return (
-            self.patience is not None and self.bad_epochs > 0 and self.bad_epochs >= self.patience
-        )
+        self.already = self.stopped
 
 
 class NonFiniteGuard(Callback):
@@ -135,8 +134,9 @@ class NonFiniteGuard(Callback):
         if skipped * 2 > seen:
             raise StopTraining(UserError(
                 f"trainer.on_nonfinite=skip skipped {skipped} of {seen} batches in epoch "
-                f"{epoch.number} for a NaN or infinite loss: the run is not learning. Lower "
-                "optim.lr or set trainer.grad_clip; checkpoints/last.pt holds the run so far.",
+                f"{epoch.number} for a NaN or infinite loss: the run is not learning. "
+                "checkpoints/last.pt holds the run so far; a new run with a lower optim.lr or "
+                "with trainer.grad_clip set avoids it.",
                 code=EXIT_NONFINITE))  # fmt: skip
         return False
 
