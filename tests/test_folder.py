@@ -182,3 +182,49 @@ def test_folder_layout_is_what_predict_uses(tmp_path, train_run):
     assert rows == {"bright.png": "b", "dark.png": "a"}
     layout = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["data"]["layout"]
     assert folder.Layout(**layout) == folder.Layout(1, 8, 8, resize=True, background="white")
+
+
+# --- untrusted input, round 3: folders as users' machines leave them ----------------------------
+
+
+def test_macos_appledouble_files_hidden_files_and_empty_class_folders_are_left_out_and_said(
+    tmp_path, caplog
+):
+    """A folder copied from a Mac holds ._x.png AppleDouble files (not images) beside each
+    picture: they stopped the whole run, with "<_io.BytesIO object at 0x...>" for a name."""
+    root = small_folder(tmp_path / "pics")
+    for f in list(root.rglob("*.png")):  # what macOS writes on a FAT/exFAT/network drive
+        (f.parent / f"._{f.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (root / "a" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "empty").mkdir()
+    (root / ".ipynb_checkpoints").mkdir()
+    with caplog.at_level("INFO", logger="train"):
+        data = build(root, tmp_path)
+    assert data.class_names == ["a", "b"] and len(data.train) + len(data.val) + len(data.test) == 24
+    assert f"left out 25 hidden file(s) under {root}" in caplog.text
+    assert "left out 1 class folder(s) of" in caplog.text and "['empty']" in caplog.text
+
+
+def test_a_class_too_small_to_split_is_named(tmp_path, caplog):
+    root = small_folder(tmp_path / "pics")
+    (root / "rare").mkdir()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "rare" / "only.png")
+    with caplog.at_level("WARNING", logger="train"):
+        data = build(root, tmp_path)
+    assert data.class_names == ["a", "b", "rare"]
+    assert "fewer than 3 images, too few to appear in every split and to be scored: rare (1)" \
+        in caplog.text  # fmt: skip
+
+
+def test_a_test_folder_may_lack_a_class_but_not_add_one(tmp_path):
+    root = tmp_path / "split"
+    small_folder(root / "train")
+    small_folder(root / "test", n=3)
+    for f in (root / "test" / "b").iterdir():
+        f.unlink()
+    data = build(root, tmp_path)
+    assert data.class_names == ["a", "b"] and set(data.test.y.tolist()) == {0}
+    (root / "test" / "c").mkdir()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "test" / "c" / "x.png")
+    with pytest.raises(UserError, match=r"test has the class folder\(s\) \['c'\], which"):
+        build(root, tmp_path)

@@ -270,3 +270,158 @@ def test_the_confusion_picture_is_bounded_for_many_classes():
     cm = torch.randint(0, 5, (400, 400))
     image = board.confusion_image(cm, [f"c{i}" for i in range(400)])
     assert image.shape[1] <= 40 + board.MAX_DRAWN * 28 and image.shape[2] <= 40 + 30 * 28
+
+
+# --- untrusted input, round 3: ordinary files that trained silently wrong -----------------------
+
+
+def test_a_target_with_thousands_separators_is_a_regression_near_linear_regression(
+    tmp_path, train_run, caplog
+):
+    """Quoted "1,585.50" targets (a spreadsheet's currency format) became "text (214
+    classes)" and trained to 0% accuracy; features in that format are numbers too."""
+    from sklearn.linear_model import LinearRegression
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    frame["target"] = frame["target"] * 10
+    frame["s1"] = frame["s1"] * 10  # features in the thousands, grouped as well
+    shown = frame.assign(target=frame["target"].map("{:,.2f}".format),
+                         s1=frame["s1"].map("{:,.1f}".format))  # fmt: skip
+    path = spreadsheet(shown, tmp_path / "d.csv")
+    assert '"1,510.00"' in path.read_text(encoding="utf-8-sig")
+    with caplog.at_level("INFO", logger="train"):
+        run = train_run("data=csv", f"data.path={path}", "data.target=target", "model=linear",
+                        "optim=sgd", "optim.lr=0.05", "trainer.max_epochs=150",
+                        "trainer.patience=null")  # fmt: skip
+    assert "regression, since the target 'target' holds" in caplog.text
+    ours = json.loads((run / "metrics.json").read_text())["test"]["r2"]
+    X, y = frame.drop(columns="target").to_numpy(), frame["target"].to_numpy()
+    fit, test = sklearn_split(len(y))
+    theirs = LinearRegression().fit(X[fit], y[fit]).score(X[test], y[test])
+    assert ours == pytest.approx(theirs, abs=0.03), (ours, theirs)
+
+
+@pytest.mark.parametrize("decimal, cells, want", [
+    (".", ["1,585.50", "-2,000", "12", "1,234,567"], [1585.5, -2000, 12, 1234567]),
+    (",", ["1.585,50", "1 585,50", "1\u202f585,5", "2,5"], [1585.5, 1585.5, 1585.5, 2.5]),
+])  # fmt: skip
+def test_digit_grouping_reads_as_numbers_in_either_convention(decimal, cells, want):
+    assert tables.numbers(pd.Series(cells), "x", "f.csv", decimal).tolist() == want
+
+
+def test_a_semicolon_file_with_grouped_decimal_commas_is_detected(tmp_path):
+    path = tmp_path / "eu.csv"
+    path.write_text("a;prijs\n" + "1;1.585,50\n2;2.100,00\n3;950,25\n" * 3)
+    assert tables.read(path)[1] == ","
+    assert tables.numbers(tables.read(path)[0]["prijs"], "prijs", path, ",").iloc[0] == 1585.5
+
+
+def test_whole_number_quantities_are_a_regression_and_the_reason_says_why(tmp_path, caplog):
+    """linnerud's body weights (16 distinct whole numbers, 138..247 lb) became 16 classes
+    ("16 distinct whole numbers (more than 50)") and ended at ~0 test accuracy."""
+    from sklearn.datasets import load_linnerud
+
+    frame = load_linnerud(as_frame=True).frame.astype(int)
+    frame.to_csv(tmp_path / "l.csv", index=False)
+    with caplog.at_level("INFO", logger="train"):
+        data = build(tmp_path / "l.csv", "Weight")
+    assert data.task == "regression"
+    assert ("since the target 'Weight' holds 16 distinct whole numbers from 138 to 247, not "
+            "class codes (0..15 or 1..16): quantities") in caplog.text  # fmt: skip
+
+
+def test_class_codes_stay_classes_and_rare_classes_are_refused_asking_for_the_task(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    for codes in (rng.integers(0, 4, 200), rng.integers(1, 6, 200), rng.integers(0, 2, 200)):
+        pd.DataFrame({"x": x, "y": codes}).to_csv(tmp_path / "c.csv", index=False)
+        assert build(tmp_path / "c.csv", "y").task == "classification", codes[:5]
+    # 30 rows of 0..19, each value seen once or twice: class codes by their values, but too
+    # few rows a class to learn as classes, and not clearly a quantity either: the user says
+    counts = np.concatenate([np.arange(20), rng.integers(0, 20, 10)])
+    pd.DataFrame({"x": x[:30], "n": counts}).to_csv(tmp_path / "n.csv", index=False)
+    with pytest.raises(UserError, match=r"fewer than 3 rows.*data.task=regression if it is a "
+                                        r"quantity, or data.task=classification"):  # fmt: skip
+        build(tmp_path / "n.csv", "n")
+    assert build(tmp_path / "n.csv", "n", task="regression").task == "regression"
+
+
+def test_a_text_target_unique_on_every_row_is_refused(tmp_path):
+    pd.DataFrame({"x": range(30), "name": [f"person {i}" for i in range(30)]}).to_csv(
+        tmp_path / "p.csv", index=False)  # fmt: skip
+    with pytest.raises(UserError, match=r"'name' holds text \(30 classes\).*30 of those classes"):
+        build(tmp_path / "p.csv", "name")
+
+
+def test_a_csv_of_2000_columns_wider_than_64_kb_a_line_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 2000)) * 1000,
+                         columns=[f"sensor_{i:04d}_reading" for i in range(2000)])  # fmt: skip
+    frame["label"] = np.where(frame["sensor_0000_reading"] > 0, "pos", "neg")
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    assert sum(map(len, (tmp_path / "wide.csv").read_text().splitlines()[:2])) > 1 << 16
+    data = build(tmp_path / "wide.csv", "label")
+    assert data.in_shape == (2000,) and data.class_names == ["neg", "pos"]
+
+
+def test_an_id_column_is_warned_of_and_a_constant_one_left_out(tmp_path, train_run, caplog):
+    rng = np.random.default_rng(0)
+    n = 120
+    x = rng.normal(size=n)
+    label = np.where(x > 0, "up", "down")
+    order = np.argsort(label, kind="stable")  # ids given out in class order: they leak it
+    frame = pd.DataFrame({"id": np.arange(n), "x": x[order], "country": "NL",
+                          "version": 3, "label": label[order]})  # fmt: skip
+    spreadsheet(frame, tmp_path / "t.csv")
+    with caplog.at_level("INFO", logger="train"):
+        run = train_run("data=csv", f"data.path={tmp_path / 't.csv'}", "data.target=label")
+    assert "the column 'id' holds a different value on every row, as an ID does" in caplog.text
+    assert "data.drop_columns=[id]" in caplog.text
+    assert "left out the column(s) ['country', 'version']: one value in every" in caplog.text
+    trained = load(run)
+    assert trained.meta.feature_names == ["id", "x"]
+    frame.drop(columns="label").head(5).to_csv(tmp_path / "new.csv", index=False)
+    assert len(predict_run(run, str(tmp_path / "new.csv"))) == 5  # (its constant columns too)
+
+
+def test_several_numeric_targets_are_one_regression_with_an_output_each(tmp_path, train_run):
+    from sklearn.datasets import load_linnerud
+
+    frame = load_linnerud(as_frame=True).frame
+    frame = pd.concat([frame] * 5, ignore_index=True)  # 100 rows: enough to split
+    frame.to_csv(tmp_path / "l.csv", index=False)
+    run = train_run("data=csv", f"data.path={tmp_path / 'l.csv'}",
+                    "data.target=[Weight,Waist,Pulse]", "model=linear")  # fmt: skip
+    trained = load(run)
+    assert trained.meta.num_outputs == 3 and trained.meta.task == "regression"
+    assert len(trained.meta.target_mean) == 3
+    frame[["Chins", "Situps", "Jumps"]].head(4).to_csv(tmp_path / "new.csv", index=False)
+    rows = predict_run(run, str(tmp_path / "new.csv"))
+    assert len(rows) == 4 and all(len(r[1].split()) == 3 for r in rows)
+    assert export.export_run(run, "onnx").is_file()
+    with pytest.raises(UserError, match="several target columns are a regression"):
+        build(tmp_path / "l.csv", ["Weight", "Waist"], task="classification")
+    frame.assign(Waist="thin").to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(UserError, match=r"the column 'Waist' holds text"):
+        build(tmp_path / "t.csv", ["Weight", "Waist"])
+
+
+def test_a_multi_column_target_from_the_command_line_composes(train_run, tmp_path):
+    from conftest import compose_config
+
+    cfg = compose_config(tmp_path, tmp_path, ["data=csv", "data.path=x.csv",
+                                              "data.target=[a,b]"])  # fmt: skip
+    assert list(cfg.data.target) == ["a", "b"]
+
+
+def test_splits_too_small_to_mean_anything_are_said(tmp_path, train_run, caplog):
+    """A 12-row CSV trained on 9 rows and tested on 2 without a word."""
+    write_small = pd.DataFrame({"x": range(12), "y": ["a", "b", "c"] * 4})
+    write_small.to_csv(tmp_path / "s.csv", index=False)
+    with caplog.at_level("WARNING", logger="train"):
+        train_run("data=csv", f"data.path={tmp_path / 's.csv'}", "data.target=y")
+    assert (
+        "the test split has 2 example(s): one example more or less right moves its "
+        "accuracy by 50 points; its scores mean little"
+    ) in caplog.text
+    assert "the val split has 1 example(s)" in caplog.text

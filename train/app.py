@@ -10,7 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from train import conf, config, distributed, rundir, signals
+from train import cmdline, conf, config, distributed, resume, rundir, signals
+from train.container import not_found
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -46,10 +47,22 @@ def _start_and_run() -> float | None:
             "GPU each), or start torchrun once per configuration."
         )
     if distributed.ranks().many:  # a worker torchrun restarted: continue the job's run
-        from train import elastic, resume
+        from train import elastic
 
         flags, given = resume.split_args(sys.argv[1:])
         sys.argv[1:] = [*flags, *elastic.continued(given, _compose)]
+    flags, given = resume.split_args(sys.argv[1:])
+    primary = Path(conf.CONF_DIR) / "config.yaml"
+    cmdline.check(given, config.Config, primary)
+    if {"-m", "--multirun"} & set(flags) and {"--cfg", "-c"} & set(flags):
+        raise UserError(
+            "--cfg prints one run's config, and a sweep (-m) is one run per job: leave out -m "
+            "and give one value per key to see that job's (python -m train --cfg job "
+            "optim=adam data.batch_size=32)."
+        )
+    if {"--help", "-h"} & set(flags):  # (ours: Hydra's takes seconds, listing every group)
+        print(cmdline.help_text(given, primary), end="")
+        return 0
     sys.argv[1:] = _rebuilt(sys.argv[1:])
     distributed.start()
     return _hydra_main()
@@ -59,8 +72,6 @@ def _rebuilt(argv: list[str]) -> list[str]:
     """The command line to run. For resume=<run dir or checkpoint>: the run's own recorded
     overrides, then this command line's; refused (before Hydra writes a thing into the run
     dir) when that would change more than how long and where the run trains."""
-    from train import resume
-
     flags, given = resume.split_args(argv)
     where = resume.resume_value(given)
     if where in (None, "auto", "null") or {"-m", "--multirun"} & set(flags):
@@ -91,18 +102,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
-          job: int | None = None, callbacks=()) -> float | None:  # fmt: skip
+          job: int | None = None, callbacks=(), model=None,
+          started: float | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
-    `callbacks`: more loop.Callbacks on rank 0 (train.tune's reporting). The run dir's lock is
-    let go at the end (see `_train`)."""
+    `callbacks`: more loop.Callbacks on rank 0 (train.tune's reporting); `model`: an
+    nn.Module class or object in place of the configured model (train.api); `started`: when
+    the run was asked for (time.perf_counter; None: the process's start). The run dir's lock
+    is let go at the end (see `_train`)."""
     try:
-        return _train(cfg, run_dir, choices, overrides, job, list(callbacks))
+        return _train(cfg, run_dir, choices, overrides, job, list(callbacks), model, started)
     finally:
         rundir.release()
 
 
-def train_composed(cfg: DictConfig, run_dir: Path | None = None,
-                   callbacks=()) -> tuple[Path, float | None]:  # fmt: skip
+def train_composed(cfg: DictConfig, run_dir: Path | None = None, callbacks=(), model=None,
+                   started: float | None = None) -> tuple[Path, float | None]:  # fmt: skip
     """Train, in this process, a config composed with its hydra node (conf.compose(...,
     hydra=True)) as the Hydra main does: the choices and overrides from that node, the run dir
     its hydra.run.dir unless given. The run dir and the monitored value. (train.tune's trials,
@@ -115,11 +129,13 @@ def train_composed(cfg: DictConfig, run_dir: Path | None = None,
     choices, overrides = dict(cfg.hydra.runtime.choices), list(cfg.hydra.overrides.task)
     with open_dict(cfg):
         del cfg["hydra"]
-    return run_dir, train(cfg, run_dir, choices, overrides, callbacks=callbacks)
+    return run_dir, train(cfg, run_dir, choices, overrides, callbacks=callbacks, model=model,
+                          started=started)  # fmt: skip
 
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
-           job: int | None = None, extra: list | None = None) -> float | None:  # fmt: skip
+           job: int | None = None, extra: list | None = None, model=None,
+           started: float | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
 
     `choices` are the config groups' chosen options, `overrides` the command line's (recorded),
@@ -137,8 +153,8 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
         rundir.lock(run_dir)  # (a sweep's job dir; a plain run's is locked since its creation)
     for note in rundir.notes:  # what resume=auto looked at
         log.info("%s", note)
-    run = build.build(cfg, run_dir, choices, overrides, job)
-    s, writer, timing, results = run.loop.settings, None, callbacks.Timing(), None
+    run = build.build(cfg, run_dir, choices, overrides, job, model)
+    s, writer, timing, results = run.loop.settings, None, callbacks.Timing(started=started), None
     early = callbacks.EarlyStopping(s.patience, s.monitor)
     guard = callbacks.NonFiniteGuard(s.skip_nonfinite)
     deciding = [callbacks.SignalStop(run.loop.stop), early, guard]  # every rank's
@@ -159,6 +175,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     finally:
         if writer is not None:
             writer.close()
+    signals.after_training()
     if stop:
         _stopped(stop, interrupted, state, run_dir)
     return outcome.conclude(run, state, results, goals, early.stopped) if ranks.main else None
@@ -201,12 +218,17 @@ def _stopped(stop, interrupted: bool, state, run_dir: Path):
 
 # What a value left as ??? in conf/ looks like when given: shown in the error.
 EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an image folder)",
-            "data.target": "data.target=label (the CSV column to predict)"}  # fmt: skip
+            "data.target": "data.target=label (the CSV column to predict; [a,b]: several "
+                           "numeric ones)"}  # fmt: skip
 
 
 def check(cfg: DictConfig) -> list[tuple[str, str, float]]:
     """What the schema alone cannot catch, before any work: values left to the user (???),
     keys no schema knows (added with +), and `expect:` lines; the parsed expectations."""
+    path = cfg.data.get("path") if "path" in cfg.data and not config.is_missing(cfg.data, "path") \
+        else None  # fmt: skip
+    if path is not None and not Path(path).exists():  # (before asking for data.target)
+        raise UserError(not_found("data.path", path))
     if missing := config.missing_keys(cfg):
         wanted = "; ".join(f"{k}, e.g. {EXAMPLES.get(k, k + '=...')}" for k in missing)
         raise UserError(

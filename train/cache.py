@@ -2,7 +2,6 @@
 read back only when they verify (a damaged cache is rebuilt, never trusted)."""
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ def load_cache(path: Path) -> dict | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         stored = blob.pop("sha256")
-        ok = stored == checkpoint.digest(blob)
+        ok = checkpoint.oversized(blob) is None and stored == checkpoint.digest(blob)
     except Exception:  # noqa: BLE001 - any damage at all: decode the data again
         ok = False
     if not ok:
@@ -32,15 +31,14 @@ def load_cache(path: Path) -> dict | None:
 def save_cache(path: Path, blob: dict) -> str:
     """Written atomically, with a checksum, which is returned. Best effort: a read-only data
     volume just means decoding again next time."""
-    from train import checkpoint
+    from train import checkpoint, files
 
     digest = checkpoint.digest(blob)
-    tmp = checkpoint.temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.clean_stale(path.parent, locked=False)
-        torch.save({**blob, "sha256": digest}, tmp)
-        os.replace(tmp, path)
+        with files.replacing(path, "its data cache", sync=False) as f:
+            torch.save({**blob, "sha256": digest}, f)
     except (OSError, RuntimeError):  # (torch.save reports a full disk as a RuntimeError)
-        tmp.unlink(missing_ok=True)
+        pass
     return digest

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from train import files
+
 log = logging.getLogger("train")
 
 
@@ -22,19 +24,21 @@ def remember(runs_dir: str, run: Path) -> Path:
     if run_id is not None:
         pointer = Path(runs_dir) / ".torchrun" / run_id
         pointer.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pointer.with_name(f".{run_id}.tmp-{os.getpid()}")
-        tmp.write_text(str(run.resolve()) + "\n")
-        os.replace(tmp, pointer)
+        files.write(pointer, str(run.resolve()) + "\n", "its torchrun pointer")
     return run
 
 
 def continued(overrides: list[str], compose) -> list[str]:
     """The overrides a restarted worker runs: its own, plus resume=<the job's run dir> when
-    torchrun restarted it and that run saved a checkpoint (else it starts anew)."""
+    torchrun restarted it and that run saved a checkpoint (else it starts anew). resume=auto
+    follows the job's own run too: the newest run of the config may be one that finished
+    scoring just before the kill, and auto would start a new one beside it."""
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     run_id = _run_id()
-    if restarts == 0 or run_id is None or any(o.startswith("resume=") for o in overrides):
+    given = [o for o in overrides if o.startswith("resume=")]
+    if restarts == 0 or run_id is None or given and given[-1] != "resume=auto":
         return overrides
+    overrides = [o for o in overrides if not o.startswith("resume=")]
     pointer = Path(compose(overrides).paths.runs_dir) / ".torchrun" / run_id
     run = Path(pointer.read_text().strip()) if pointer.is_file() else None
     if run is None or not (run / "checkpoints" / "last.pt").is_file():

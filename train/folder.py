@@ -21,6 +21,7 @@ from torch import Tensor
 
 from train import images
 from train.cache import load_cache, save_cache
+from train.container import not_found
 from train.errors import UserError
 
 log = logging.getLogger("train")
@@ -49,6 +50,8 @@ class Layout:
 
 def find(root: Path) -> tuple[Listing, Listing | None]:
     """The folder's train listing, and its test listing when root/train and root/test exist."""
+    if not root.exists():
+        raise UserError(not_found("data.path", root))
     if not root.is_dir():
         raise UserError(
             f"data.path={root} is not a directory. image_folder expects one folder per class "
@@ -57,27 +60,62 @@ def find(root: Path) -> tuple[Listing, Listing | None]:
     has_test = (root / "train").is_dir() and (root / "test").is_dir()
     train = _list(root / "train" if has_test else root)
     test = _list(root / "test") if has_test else None
-    if test is not None and test.classes != train.classes:
+    if test is not None and (extra := sorted(set(test.classes) - set(train.classes))):
         raise UserError(
-            f"{root}/test has classes {test.classes}, {root}/train has {train.classes}."
+            f"{root}/test has the class folder(s) {extra}, which {root}/train has no images of "
+            f"(its classes: {train.classes}); a model cannot predict a class it never saw."
         )
+    if test is not None:  # (test may lack a class: its labels are train's indices)
+        test = Listing(test.files, [train.classes.index(test.classes[i]) for i in test.labels],
+                       train.classes)  # fmt: skip
     return train, test
 
 
+SMALL_CLASS = 3  # images a class needs to have one in each of train, val and test
+
+
 def _list(root: Path) -> Listing:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    """Every image file under root/<class>/ (at any depth), by class. Hidden files and
+    folders (macOS's ._x.png AppleDouble files, .DS_Store, .ipynb_checkpoints) are left out
+    and counted; a class folder with no images is left out, named; a class with too few
+    images to split is named."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
-        classes, index = find_classes(str(root))
-        pairs = make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
-    except (FileNotFoundError, OSError) as e:
+        folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        found = {d.name: _images(d, IMG_EXTENSIONS) for d in folders}
+    except OSError as e:
         raise UserError(f"data.path={root} is not a usable image folder: {e}") from None
-    if not pairs:
+    hidden = sum(n for _, n in found.values())
+    if hidden:
+        log.info("left out %d hidden file(s) under %s (names starting with '.': macOS's ._* "
+                 "AppleDouble files, .DS_Store, ...)", hidden, root)  # fmt: skip
+    if empty := [name for name, (files, _) in found.items() if not files]:
+        log.warning("left out %d class folder(s) of %s holding no images: %s", len(empty), root,
+                    empty)  # fmt: skip
+    classes = [name for name, (files, _) in found.items() if files]
+    if len(classes) == 0:
         raise UserError(
-            f"data.path={root} holds no image files ({', '.join(IMG_EXTENSIONS)}) in its class "
+            f"data.path={root} holds no image files ({', '.join(IMG_EXTENSIONS)}) in class "
             "folders; put each class's images in a folder of its own: path/<class>/<file>."
         )
-    return Listing([Path(p) for p, _ in pairs], [c for _, c in pairs], classes)
+    if small := [f"{c} ({len(found[c][0])})" for c in classes if len(found[c][0]) < SMALL_CLASS]:
+        log.warning("class(es) with fewer than %d images, too few to appear in every split and "
+                    "to be scored: %s", SMALL_CLASS, ", ".join(small))  # fmt: skip
+    pairs = [(f, i) for i, c in enumerate(classes) for f in found[c][0]]
+    return Listing([f for f, _ in pairs], [i for _, i in pairs], classes)
+
+
+def _images(folder: Path, extensions) -> tuple[list[Path], int]:
+    """The image files under `folder` (sorted, links followed) and how many hidden files
+    were left out."""
+    files, hidden = [], 0
+    for where, dirs, names in os.walk(folder, followlinks=True):
+        hidden += sum(1 for n in names if n.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(where) / n for n in sorted(names)
+                  if not n.startswith(".") and n.lower().endswith(extensions)]  # fmt: skip
+    return files, hidden
 
 
 def check(files: list[Path], cache: Path, background: str) -> list[images.Probe]:
@@ -213,13 +251,14 @@ def _read_json(path: Path) -> dict:
 
 def _write_json(path: Path, files: dict) -> None:
     """Best effort: a read-only data dir only means checking again next time."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from train import files as written
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
-        os.replace(tmp, path)
+        written.write(path, json.dumps({"version": CACHE_VERSION, "files": files}),
+                      "its image checks", sync=False)  # fmt: skip
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _memory_bytes() -> int:

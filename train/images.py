@@ -8,6 +8,7 @@ holds no colour (a grayscale mode, or RGB whose three channels are equal), 3 oth
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 BACKGROUNDS = {"black": 0, "white": 255}
+# What reading a file that is not a whole, sane image raises (PIL's): a truncated or corrupt
+# file, or a decompression bomb (a 30000x30000 PNG of a few KB).
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def why_unreadable(error: Exception) -> str:
+    """PIL's reason in one line, without the in-memory file's repr it names the file by."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", " ".join(str(error).split()))
+    return f"{type(error).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,8 @@ def probe(path: Path, background: str = "white") -> Probe:
     try:
         raw = path.read_bytes()
         pixels = read(io.BytesIO(raw), None, background)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return Probe(error=f"{type(e).__name__}: {' '.join(str(e).split())}")
+    except UNREADABLE as e:
+        return Probe(error=why_unreadable(e))
     h, w, c = pixels.shape
     return Probe(channels=c, height=h, width=w, sha256=hashlib.sha256(raw).hexdigest())
 

@@ -101,12 +101,10 @@ class Metrics:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write atomically, so a reader never sees half a file."""
-    from train.checkpoint import temp_name
+    """Write atomically, so a reader never sees half a file (never through a link)."""
+    from train import files
 
-    tmp = temp_name(path)
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    files.write(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
 def writable(directory: Path, what: str, fix: str) -> None:

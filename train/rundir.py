@@ -7,8 +7,10 @@ Under torchrun, rank 0 makes that choice and the other ranks take its answer; th
 config copy and no log file of their own.
 """
 
+import contextlib
 import itertools
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from train.resume import (  # (what resume= may change, names)
 # Hydra may resolve the same interpolation more than once in a process: answer it the same way.
 _chosen: dict[tuple, str] = {}
 _created: list[Path] = []  # fresh run dirs made by this process
+_made: list[Path] = []  # folders made for them (runs/<name>), deepest first
 
 
 def register_resolvers() -> None:
@@ -46,6 +49,7 @@ def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
     locked by this process (rank 0 under torchrun) for as long as it trains there."""
     key = ("run_dir", runs_dir, name, resume)
     if key not in _chosen:
+        check_name(name)
         source = resume_source(runs_dir, name, resume, _root_)
         if source is not None:
             run = resumed_run_dir(str(source))
@@ -57,6 +61,26 @@ def run_dir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str:
                 lambda: str(elastic.remember(runs_dir, _fresh(Path(runs_dir) / name)))
             )
     return _chosen[key]
+
+
+# A run's name is one folder under the runs dir: letters and digits (any script), _ - . = , +
+NAME = re.compile(r"[\w=,+-][\w.=,+-]*")
+NAME_CHARS = "letters and digits (any script), _ - . = , and +, not starting with a dot"
+
+
+def check_name(name: str) -> None:
+    """Refuse a `name` that is not one safe folder name (`../x` would leave the runs dir)."""
+    if NAME.fullmatch(str(name)) and len(str(name)) <= 128:
+        return
+    bad = sorted({c for c in str(name) if not re.fullmatch(r"[\w.=,+-]", c)})
+    why = (f"it holds {', '.join(map(repr, bad))}" if bad else
+           "it starts with a dot" if str(name).startswith(".") else
+           "it is empty" if not str(name) else "it is longer than 128 characters")  # fmt: skip
+    raise UserError(
+        f"name={name!r} is not a run name: {why}. A name is one folder under paths.runs_dir, "
+        f"made of {NAME_CHARS} (e.g. name=digits_cnn). To write a run somewhere else, set "
+        "paths.runs_dir=<dir> (or hydra.run.dir=<dir>, which is then your choice)."
+    )
 
 
 def sweep_dir(runs_dir: str) -> str:
@@ -75,7 +99,7 @@ def job_dir(num: int, sweep_dir: str, overrides, name: str) -> str:
 
     swept = swept_keys(Path(sweep_dir) / "multirun.yaml")
     label = ",".join(o for o in overrides if o.split("=", 1)[0] in swept) or name
-    label = label.replace("/", "-").replace(" ", "")
+    label = re.sub(r"[^\w.=,+-]", "-", label.replace(" ", "")).lstrip(".") or "job"
     if len(label) > 48:  # a file name stays readable: its start, and a hash for the rest
         label = f"{label[:40]}-{hashlib.sha1(label.encode()).hexdigest()[:7]}"
     return f"{num}_{label}"
@@ -98,8 +122,14 @@ def swept_keys(master: Path) -> set[str]:
 
 
 def log_file(output_dir: str) -> str:
-    """train.log in the run dir; nowhere for torchrun's ranks other than 0."""
-    return str(Path(output_dir) / "train.log") if distributed.ranks().main else os.devnull
+    """train.log in the run dir (never through a link: refused); nowhere for torchrun's ranks
+    other than 0."""
+    from train import files
+
+    if not distributed.ranks().main:
+        return os.devnull
+    files.refuse_link(Path(output_dir) / "train.log", "its log")
+    return str(Path(output_dir) / "train.log")
 
 
 def config_subdir(runs_dir: str, name: str, resume: str | None, _root_=None) -> str | None:
@@ -204,13 +234,17 @@ def lock(run: Path) -> None:
     leftovers of interrupted saves in the run are removed (no one else writes there)."""
     import fcntl
 
+    from train import files
     from train.checkpoint import clean_stale
 
     run = run.resolve()
     if run in _held:
         return
+    files.refuse_links_in(run)  # (before anything is written into it)
+    refuse_foreign(run)
     try:
-        f = open(run / ".lock", "a+")  # noqa: SIM115 - held open until the process exits
+        fd = files.open_for(run / ".lock", os.O_RDWR | os.O_CREAT, "its lock")
+        f = os.fdopen(fd, "r+")  # held open until the process exits
     except OSError as e:
         raise UserError(
             f"{run} cannot be written ({e.strerror or e}), so the run cannot continue there: "
@@ -237,6 +271,30 @@ def lock(run: Path) -> None:
             clean_stale(directory)
 
 
+def refuse_foreign(run: Path) -> None:
+    """Root writing into a run dir another user owns would leave root's files in it (that
+    user could no longer resume, clean or delete their run): refused, naming the owner."""
+    if os.geteuid() != 0:
+        return
+    owner = run.stat().st_uid
+    if owner != 0:
+        raise UserError(
+            f"{run} belongs to user {_user(owner)}, and this process runs as root: what it "
+            f"wrote there would belong to root, and {_user(owner)} could no longer resume or "
+            f"delete the run. Run as that user (e.g. sudo -u '#{owner}' ..., or in Docker "
+            "with UID/GID in .env: make .env), or copy the run dir and resume the copy."
+        )
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def release() -> None:
     """Let go of every run dir lock this process holds (in-process runs, one after another)."""
     for f in _held.values():
@@ -251,14 +309,20 @@ def discard_unstarted() -> None:
         started = (path / "checkpoints").exists() or any(path.glob("events.out.tfevents.*"))
         if path.is_dir() and not started:
             shutil.rmtree(path, ignore_errors=True)
+    for folder in _made:  # (only if empty: another run may have started in it since)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     _created.clear()
+    _made.clear()
 
 
 def _fresh(parent: Path) -> Path:
     """A new run dir, claimed atomically, locked and remembered (removed if the run never
     starts)."""
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # (deepest first)
     path = _claim(parent)
     _created.append(path)
+    _made.extend(made)
     lock(path)
     return path
 

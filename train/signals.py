@@ -1,11 +1,21 @@
 """Graceful stop: SIGTERM (docker stop, a scheduler's preemption) or SIGINT (Ctrl-C) asks the
 loop to finish the current step and write a checkpoint that resume continues from exactly.
-A second signal stops at once."""
+A second signal stops at once. Before the loop (and after it) a signal ends the process at
+once, with one line and 143/130.
 
+This module imports nothing heavy: `python -m train` installs its handlers first, before
+torch, numpy or Hydra load, so a signal during those imports is handled like any other."""
+
+import os
 import signal
+import sys
+from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT]  # in the order one wins over another across ranks
+# A signal this soon after the first is the same request, relayed twice: Ctrl-C in a terminal
+# reaches both the docker CLI and its compose plugin, and each passes it to the container.
+SAME_REQUEST_S = 1.0
 
 
 def stop_also_on(signum: int) -> None:
@@ -14,18 +24,63 @@ def stop_also_on(signum: int) -> None:
         SIGNALS.append(signum)
 
 
+BEFORE = "before training started; nothing was trained."
+AFTER = "after training finished; its checkpoints and metrics.json are complete."
+
+
 def until_training() -> None:
     """Until the loop takes over, SIGTERM/SIGINT end the process at once with 143/130 and one
-    line; the entrypoint removes the run dir made for a run that never started."""
+    line, and the run dir made for a run that never started is removed. At once, wherever the
+    signal lands: an exception raised inside an import (torch's takes seconds) would leave a
+    half-imported module that the cleanup then trips over."""
+    _exit_on_signal(BEFORE)
+
+
+def after_training() -> None:
+    """Once training and scoring are done, where `until_training` was in force (a command,
+    not a notebook's process): a signal ends the process at once, saying so."""
+    if getattr(signal.getsignal(signal.SIGTERM), "exits", False):
+        _exit_on_signal(AFTER)
+
+
+def _exit_on_signal(said: str) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        line = f"error: stopped by {signal.Signals(signum).name} {said}\n"
+        for stream in (sys.stdout, sys.stderr):
+            try:  # (a print here could land inside another print: os.write cannot)
+                stream.flush()
+            except (OSError, RuntimeError, ValueError):
+                pass
+        discard = getattr(sys.modules.get("train.rundir"), "discard_unstarted", None)
+        if discard is not None and said is BEFORE:  # (never imported here; maybe half-imported)
+            try:
+                discard()
+            except Exception:  # noqa: BLE001 - the exit must happen whatever the cleanup meets
+                pass
+        os.write(2, line.encode())
+        os._exit(128 + signum)
+
+    handle.exits = True  # (what after_training looks for)
+    for sig in SIGNALS:
+        signal.signal(sig, handle)
+
+
+@contextmanager
+def raising():
+    """While entered, SIGTERM/SIGINT raise a UserError (exit 143/130) where they land, for
+    waits that say what goes on without this process (a sweep's submitted jobs)."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         from train.errors import UserError
 
-        raise UserError(f"stopped by {signal.Signals(signum).name} before training started; "
-                        "nothing was trained.", code=128 + signum)  # fmt: skip
+        raise UserError(f"stopped by {signal.Signals(signum).name}", code=128 + signum)
 
-    for sig in SIGNALS:
-        signal.signal(sig, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StopRequest:
@@ -34,6 +89,7 @@ class StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.agreed = False  # every rank knows of the signal: stop at this step
+        self._at = 0.0  # when the first signal came (time.monotonic)
         self._previous: dict = {}
 
     def __bool__(self) -> bool:
@@ -57,6 +113,10 @@ class StopRequest:
                 self.signum = signum
 
     def __enter__(self) -> "StopRequest":
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self  # (only the main thread takes signals: a script's worker thread)
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -64,9 +124,13 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # asked twice: stop now
-            signal.signal(signum, signal.SIG_DFL)
+        import time
+
+        if self.signum is not None and time.monotonic() - self._at >= SAME_REQUEST_S:
+            signal.signal(signum, signal.SIG_DFL)  # asked twice: stop now
             signal.raise_signal(signum)
-        self.signum = signum
+        if self.signum is None:
+            self.signum, self._at = signum, time.monotonic()

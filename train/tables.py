@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.container import not_found
 from train.errors import UserError
 
 log = logging.getLogger("train")
@@ -27,6 +28,10 @@ AUTO_CLASSES = 50  # data.task=auto: whole numbers with at most this many values
 MAX_CATEGORIES = 100  # distinct values of a text feature column (one one-hot column each)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN = 10  # lines named in an error before "and N more"
+# Numbers as spreadsheets write them with digit grouping: 1,585.50 (decimal point), 1.585,50 or
+# 1 585,50 (decimal comma; also with the no-break spaces French locales use).
+GROUPED = {".": re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"),
+           ",": re.compile(r"[+-]?\d{1,3}([. \u00a0\u202f]\d{3})+(,\d*)?")}  # fmt: skip
 
 
 def line_of(row) -> int:
@@ -88,10 +93,22 @@ def _codec(encoding: str) -> str:
     return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
 
 
+SAMPLE_LINES, SAMPLE_BYTES = 50, 1 << 16  # the sample: 50 lines, or whole lines of 64 KB
+SAMPLE_MAX = 64 << 20  # a "line" longer than this is not a CSV's
+
+
 def _sample(path: Path, encoding: str) -> str:
+    """The file's first lines, each whole (a 2,000-column line is longer than 64 KB)."""
     try:
         with path.open("rb") as f:
-            raw = f.read(1 << 16)
+            raw, lines = b"", 0
+            while lines < SAMPLE_LINES and (len(raw) < SAMPLE_BYTES or lines < 5):
+                line = f.readline(SAMPLE_MAX)
+                if not line:
+                    break
+                raw, lines = raw + line, lines + bool(line.strip())
+    except FileNotFoundError:
+        raise UserError(not_found("data.path", path)) from None
     except OSError as e:
         raise UserError(f"{path} cannot be read: {e.strerror or e}.") from None
     try:
@@ -136,8 +153,10 @@ def _decimal(sample: str, sep: str) -> str:
         return "."
     cells = [c.strip().strip('"') for r in csvlib.reader(sample.splitlines()[1:], delimiter=sep)
              for c in r]  # fmt: skip
-    comma = any(re.fullmatch(r"[+-]?\d*,\d+", c) for c in cells)
-    point = any(re.fullmatch(r"[+-]?\d*\.\d+", c) for c in cells)
+    grouped = GROUPED[","]  # 1.585,50: a decimal comma; 1.000 could be either
+    comma = any(re.fullmatch(r"[+-]?\d*,\d+", c) or "," in c and grouped.fullmatch(c)
+                for c in cells)  # fmt: skip
+    point = any(re.fullmatch(r"[+-]?\d*\.\d+", c) and not grouped.fullmatch(c) for c in cells)
     return "," if comma and not point else "."
 
 
@@ -150,7 +169,8 @@ def numbers(column, name: str, path, decimal: str = "."):
         return column.astype("float64")
     text = column.astype("string").str.strip()
     present = text.notna() & (text != "")
-    spelled = text.str.replace(",", ".", regex=False) if decimal == "," else text
+    spelled = _ungrouped(text, decimal)
+    spelled = spelled.str.replace(",", ".", regex=False) if decimal == "," else spelled
     parsed = pd.to_numeric(spelled, errors="coerce").astype("float64")
     bad = present & parsed.isna()
     if not bad.any():
@@ -163,6 +183,17 @@ def numbers(column, name: str, path, decimal: str = "."):
         f"{path}, column {name!r}: {cells}{more} is not a number, in a column of numbers. Fix "
         "those cells (or empty them, which makes them missing values)."
     )
+
+
+def _ungrouped(text, decimal: str):
+    """The cells written with digit grouping, without it (1,585.50 -> 1585.50); others as
+    they are (with a decimal point, 1,5 is not a grouped number and stays text)."""
+    grouped = text.str.fullmatch(GROUPED[decimal].pattern).fillna(False)
+    if not grouped.any():
+        return text
+    separators = "," if decimal == "." else ". \u00a0\u202f"
+    plain = text.str.replace(f"[{separators}](?=\\d{{3}}(\\D|$))", "", regex=True)
+    return text.where(~grouped, plain)
 
 
 def label(value) -> str:
@@ -185,6 +216,50 @@ class Target:
     reason: str  # why this task (logged)
 
 
+def target_columns(target, columns: list[str], path) -> list[str]:
+    """data.target as a list of the file's columns: one name, or a list of them."""
+    names = [target] if isinstance(target, str) else list(target) if _listlike(target) else None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"data.target={target!r}: give a column name (data.target=price) or a "
+                        "list of them (data.target=[height,weight]).")  # fmt: skip
+    if unknown := [n for n in names if n not in columns]:
+        what = f"{unknown[0]!r} is not a column" if len(unknown) == 1 else \
+            f"{unknown} are not columns"  # fmt: skip
+        raise UserError(f"data.target: {what} of {path}; its columns are {columns}.")
+    return names
+
+
+def _listlike(value) -> bool:
+    from collections.abc import Sequence
+
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def targets(frame, names: list[str], requested: str, path, decimal: str = ".") -> Target:
+    """The target of one column (`target`), or of several numeric ones: a regression with
+    one output per column (values of shape (rows, columns))."""
+    if len(names) == 1:
+        found = target(frame[names[0]], names[0], requested, path, decimal)
+        found.reason = f"{names[0]!r} {found.reason}" if found.reason else ""
+        return found
+    if requested == "classification":
+        raise UserError(f"data.target={names} with data.task=classification: several target "
+                        "columns are a regression (one output each); for classes give one "
+                        "column of labels.")  # fmt: skip
+    block = []
+    for n in names:
+        values = numbers(frame[n], n, path, decimal)
+        if values is None:
+            raise UserError(
+                f"data.target={names}: the column {n!r} holds text, and several target columns "
+                "are a regression, one number each; for classes give one column of labels."
+            )
+        _finite(values.to_numpy(), n, path, frame.index)
+        block.append(values.to_numpy(np.float32))
+    why = f"is {len(names)} numeric columns, one output each"
+    return Target("regression", np.stack(block, axis=1), None, why)
+
+
 def target(column, name: str, requested: str, path, decimal: str = ".") -> Target:
     """Decide classification or regression (data.task=auto) and encode the target."""
     values = numbers(column, name, path, decimal)
@@ -198,7 +273,6 @@ def target(column, name: str, requested: str, path, decimal: str = ".") -> Targe
         return _classes([label(v) for v in column], name, "holds text", path)
     values = values.to_numpy()
     whole = bool(np.all(values == np.round(values)))
-    distinct = len(np.unique(values))
     if requested == "classification" and not whole:
         example = values[values != np.round(values)][0]
         raise UserError(
@@ -206,14 +280,51 @@ def target(column, name: str, requested: str, path, decimal: str = ".") -> Targe
             f"(e.g. {example:g}): a value to predict, not a label. Use data.task=regression (or "
             "auto, which chooses regression for such a column)."
         )
-    numbers_to_predict = not whole or distinct > AUTO_CLASSES
-    if requested == "regression" or (requested == "auto" and numbers_to_predict):
+    kind, why = _guess(values, whole) if requested == "auto" else (requested, "")
+    if kind == "regression":
         _finite(values, name, path, column.index)
-        why = "holds numbers with fractions" if not whole else (
-            f"holds {distinct:,} distinct whole numbers (more than {AUTO_CLASSES})")  # fmt: skip
         return Target("regression", values.astype(np.float32), None, why)
-    labels = [label(v) for v in values]
-    return _classes(labels, name, f"holds {distinct} distinct whole numbers", path)
+    return _classes([label(v) for v in values], name, why, path)
+
+
+def _guess(values: np.ndarray, whole: bool) -> tuple[str, str]:
+    """data.task=auto on numbers: classes only when they read as class codes (a few whole
+    numbers from 0 or 1 on: 0..k-1, 1..k); quantities otherwise (a weight in kg, a count, a
+    price in whole units), with the reason said as decided."""
+    if not whole:
+        return "regression", "holds numbers with fractions"
+    distinct = np.unique(values)
+    k, lo, hi = len(distinct), distinct[0], distinct[-1]
+    if k > AUTO_CLASSES:
+        return "regression", (f"holds {k:,} distinct whole numbers, more than the "
+                              f"{AUTO_CLASSES} a class column has")  # fmt: skip
+    if lo < 0 or hi > k:
+        return "regression", (f"holds {k} distinct whole numbers from {lo:g} to {hi:g}, not "
+                              f"class codes (0..{k - 1} or 1..{k}): quantities")  # fmt: skip
+    return (
+        "classification",
+        f"holds {k} distinct whole numbers from {lo:g} to {hi:g}, as class codes do",
+    )
+
+
+MIN_CLASS_ROWS = 3  # a class needs a row for each of train, val and test
+
+
+def learnable(found: Target, path) -> None:
+    """Refuse what data.task=auto made classes when most of them have too few rows to learn
+    or score (names, ids, a rare quantity): the user says which task it is."""
+    if found.task != "classification":
+        return
+    counts = np.bincount(found.values, minlength=len(found.class_names))
+    few = int((counts < MIN_CLASS_ROWS).sum())
+    if few * 2 <= len(counts):
+        return
+    raise UserError(
+        f"the target {found.reason} in {path}, but {few} of those classes have fewer "
+        f"than {MIN_CLASS_ROWS} rows: too few to learn them or to score them. Say what the "
+        "column is: data.task=regression if it is a quantity, or data.task=classification if "
+        "they are labels (which then need more rows each)."
+    )
 
 
 def _classes(labels: list[str], name: str, why: str, path) -> Target:
@@ -226,7 +337,8 @@ def _classes(labels: list[str], name: str, why: str, path) -> Target:
         )
     index = {c: i for i, c in enumerate(names)}
     y = np.array([index[v] for v in labels], dtype=np.int64)
-    return Target("classification", y, names, f"{why} ({len(names)} classes)")
+    why = f"{why} ({len(names)} classes)" if why else f"has {len(names)} classes"
+    return Target("classification", y, names, why)
 
 
 def _natural(text: str):
@@ -277,10 +389,14 @@ class TablePrep:
             ignored=()):  # fmt: skip
         """Categories and fill values from the training rows (`train_rows`: row positions).
         `decimal` is the file's; `reading` the configured delimiter, decimal and encoding."""
-        categories, fill = {}, {}
+        categories, fill, constant = {}, {}, []
         for c in columns:
             train = frame[c].iloc[train_rows]  # (one column at a time: no copy of the frame)
             values = numbers(train, c, path, decimal)
+            if _constant(train, values):
+                constant.append(c)
+                continue
+            _say_if_id(train, values, c, path)
             if values is None:
                 seen = sorted({label(v) for v in train.dropna()}, key=_natural)
                 if len(seen) > MAX_CATEGORIES:
@@ -293,7 +409,15 @@ class TablePrep:
             elif missing == "mean":
                 mean = values.mean()
                 fill[c] = float(mean) if np.isfinite(mean) else 0.0
-        return cls(list(columns), categories, fill, missing, **reading, ignored=list(ignored))
+        if constant:
+            log.warning("%s: left out the column(s) %s: one value in every training row, so "
+                        "nothing to learn from", path, constant)  # fmt: skip
+        kept = [c for c in columns if c not in constant]
+        if not kept:
+            raise UserError(f"{path} has no feature column to learn from: every column but the "
+                            f"target holds one value throughout ({constant}).")  # fmt: skip
+        return cls(kept, categories, fill, missing, **reading,
+                   ignored=[*ignored, *constant])  # fmt: skip
 
     def transform(self, frame, path, decimal: str = ".") -> np.ndarray:
         """The rows' features (float32). Missing numbers take the training mean (only
@@ -351,6 +475,29 @@ class TablePrep:
     @classmethod
     def from_dict(cls, d: dict) -> "TablePrep":
         return cls(**d)
+
+
+def _constant(train, values) -> bool:
+    """One value (or none) in every training row: a column a model cannot learn from."""
+    if values is not None:
+        present = values.dropna()
+        return present.empty or present.min() == present.max()
+    return train.nunique(dropna=False) <= 1
+
+
+ID_ROWS = 20  # from this many rows on, a value that differs on every row reads as an ID
+
+
+def _say_if_id(train, values, name: str, path) -> None:
+    """Warn of a column whose whole numbers or text differ on every row, as an ID's do: a
+    model memorises rows by it, and an ID sorted by class gives the label away."""
+    if len(train) < ID_ROWS or values is not None and not (values == values.round()).all():
+        return
+    if (train if values is None else values).is_unique:
+        log.warning("%s: the column %r holds a different value on every row, as an ID does: a "
+                    "model can memorise rows by it (an ID given out in class order gives the "
+                    "label away). If it is not a feature, leave it out: data.drop_columns=[%s]",
+                    path, name, name)  # fmt: skip
 
 
 def handle_missing(frame, columns: list[str], policy: str, path, what: str):

@@ -12,10 +12,14 @@ from typing import Any
 
 from train.errors import UserError
 
+# A user's code (train.usercode) is on the lists too, and runs only by its user's consent:
+# `call` refuses it unless the command line named the file again (see train.usercode).
 DATA = ("train.data.torchvision_data", "train.data.digits", "train.data.course_table",
-        "train.data.synthetic", "train.data.csv", "train.data.image_folder")  # fmt: skip
+        "train.data.synthetic", "train.data.csv", "train.data.image_folder",
+        "train.usercode.data")  # fmt: skip
 MODELS = ("train.models.Linear", "train.models.logistic", "train.models.softmax",
-          "train.models.MLP", "train.models.CNN")  # fmt: skip
+          "train.models.MLP", "train.models.CNN", "train.vision.Vision", "train.usercode.model",
+          "train.usercode.in_process")  # fmt: skip
 OPTIMIZERS = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW", "torch.optim.Adagrad",
               "torch.optim.RMSprop", "torch.optim.Adadelta", "torch.optim.Adamax",
               "torch.optim.NAdam", "torch.optim.RAdam")  # fmt: skip
@@ -58,13 +62,20 @@ def _targets(node, prefix: str):
             yield from _targets(v, f"{prefix}[{i}]")
 
 
-def call(group: str, stored: dict, **extra) -> Any:
+def call(group: str, stored: dict, consent=None, origin: dict | None = None, **extra) -> Any:
     """Build `group` ("data" or "model") from a stored, plain config: its `_target_` from the
-    allowlist, its values passed as they are (never interpolated)."""
+    allowlist, its values passed as they are (never interpolated). A user's code runs only as
+    a file `consent` (train.usercode.Consent: what the command line named) holds with the SHA-256
+    `origin` records for the group."""
+    from train import usercode
+
     if not isinstance(stored, dict) or "_target_" not in stored:
         raise UserError(f"the stored {group} config is not a config of ours: {stored!r:.200}")
     check({group: stored}, f"the stored {group} config")
     kwargs = {k: v for k, v in stored.items() if k not in HYDRA_KEYS}
+    if stored["_target_"] in (usercode.MODEL, usercode.DATA):
+        recorded = (origin or {}).get(group)
+        kwargs["code"] = (consent or usercode.Consent()).file_for(f"{group}", recorded)
     module, name = stored["_target_"].rsplit(".", 1)
     try:
         return getattr(importlib.import_module(module), name)(**kwargs, **extra)
