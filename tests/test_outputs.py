@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from compare import assert_same, outcome
 from conftest import copy_of, trained_once
 from hydra.utils import instantiate
 
@@ -53,13 +54,27 @@ def test_tensorboard_holds_the_expected_tags(digits_run):
     scalars = set(acc.Tags()["scalars"])
     for split in ("train", "val"):
         assert {f"{split}/{m}" for m in ("loss", "accuracy", "precision", "recall")} <= scalars
-    assert {"train/loss_step", "train/lr"} <= scalars
-    assert {t.split("/")[0] for t in scalars} == {"train", "val"}  # the first screen: curves
+    assert {"vitals/loss_step", "vitals/lr"} <= scalars
+    # The first screen: the curves, then the run's vitals (TensorBoard sorts groups by name).
+    assert sorted({t.split("/")[0] for t in scalars}) == ["train", "val", "vitals"]
+    assert {"train/loss", "val/loss"} <= scalars
     images = {"viz/confusion matrix", "viz/samples (predicted,true)",
               "viz/worst predictions (predicted,true)"}  # fmt: skip
     assert images <= set(acc.Tags()["images"])
     assert acc.PluginTagToContent("hparams"), "no HPARAMS entry"
     assert [e.step for e in acc.Scalars("val/loss")] == [40, 80, 120]  # one per epoch
+    # The values are the run's: best.pt is the epoch of least val/loss, and metrics.json scores
+    # exactly those weights on val again; the curves fall from an untrained start.
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    val_loss = {e.step: e.value for e in acc.Scalars("val/loss")}
+    assert min(val_loss, key=val_loss.get) == metrics["best_step"]
+    assert val_loss[metrics["best_step"]] == pytest.approx(metrics["val"]["loss"], rel=1e-5)
+    accuracy = {e.step: e.value for e in acc.Scalars("val/accuracy")}
+    assert accuracy[metrics["best_step"]] == pytest.approx(metrics["val"]["accuracy"])
+    train_loss = [e.value for e in acc.Scalars("train/loss")]
+    assert train_loss[-1] < train_loss[0] and all(0 <= a <= 1 for a in accuracy.values())
+    matrix = acc.Images("viz/confusion matrix")[-1]
+    assert matrix.width > 100 and matrix.height > 100 and len(matrix.encoded_image_string) > 1000
 
 
 def test_runs_record_where_the_time_went(digits_run):
@@ -72,7 +87,7 @@ def test_runs_record_where_the_time_went(digits_run):
     assert [e["samples"] for e in t["epochs"]] == [1258 - 32, 1258, 1258]
     assert all(0 < e["val_seconds"] < e["seconds"] for e in t["epochs"])
     scalars = set(events(digits_run).Tags()["scalars"])
-    assert {"train/samples_per_s", "train/epoch_seconds", "train/validation_share"} <= scalars
+    assert {"vitals/samples_per_s", "vitals/epoch_seconds", "vitals/validation_share"} <= scalars
 
 
 def test_bf16_channels_last_and_compile_train_and_save_plain_weights(train_run):
@@ -156,9 +171,10 @@ def test_seed_null_draws_and_records_a_seed(train_run):
 
 
 def test_same_seed_same_weights(train_run):
-    a = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(train_run(*DIGITS[:-1]) / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    """Everything a rerun must repeat: weights, optimizer state, metrics, every logged scalar."""
+    a, b = outcome(train_run(*DIGITS[:-1])), outcome(train_run(*DIGITS[:-1]))
+    assert len(a[0]) >= 4 and a[1]["state"], "nothing to compare"
+    assert_same(a, b)
 
 
 def test_early_stopping_stops_when_the_monitor_stalls(train_run):
@@ -176,7 +192,7 @@ def test_schedulers_and_clipping(train_run, sched):
         "trainer.max_epochs=3",
         "trainer.grad_clip=0.5",
     )
-    lrs = [e.value for e in events(run).Scalars("train/lr")]
+    lrs = [e.value for e in events(run).Scalars("vitals/lr")]
     assert lrs[0] > lrs[-1], "the learning rate did not follow the schedule"
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert blob["scheduler"]["last_epoch"] == 3

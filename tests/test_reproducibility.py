@@ -2,6 +2,7 @@
 logged scalars; a stopped run resumed (after an epoch, or mid-epoch) ends exactly where an
 uninterrupted one does; every run records how it was made; reproduce checks a run."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -113,6 +114,12 @@ def test_the_record_holds_real_values(train_run):
         assert rec["image"]["name"] == os.environ["TRAIN_IMAGE"]
     else:
         assert rec["image"] is None
+    # What made the result: the lock, the machine, how torch was set for determinism.
+    lock = hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
+    assert rec["lock"] == {"sha256": lock}
+    assert rec["host"]["cpu"] == _cpu() and rec["host"]["gpus"] == []
+    assert rec["deterministic"]["algorithms"] is False
+    assert rec["deterministic"]["cudnn_benchmark"] is torch.backends.cudnn.benchmark
 
 
 def test_a_resume_writes_a_record_of_its_own(train_run):
@@ -142,6 +149,28 @@ def test_reproduce_says_match_then_mismatch_for_an_altered_checkpoint(cli, tmp_p
     assert out.returncode == 1 and "MISMATCH" in out.stdout and "1.weight" in out.stdout
 
 
+def test_reproduce_names_a_changed_environment_in_one_line_then_compares(cli, tmp_path):
+    """A torch upgrade (faked in the original's record) is said before the numbers: here they
+    still match, and the line says what changed."""
+    assert cli("data=digits", "trainer.max_epochs=1").returncode == 0
+    (run,) = {p.parent for p in (tmp_path / "runs").rglob("metrics.json")}
+    rec = json.loads((run / "run.json").read_text())
+    rec["versions"]["torch"], rec["host"]["cpu"] = "2.11.0", "Pentium III"
+    (run / "run.json").write_text(json.dumps(rec))
+    out = cli(str(run), module="train.reproduce")
+    assert out.returncode == 0, out.stdout + out.stderr
+    said = [ln for ln in out.stdout.splitlines() if "environment differs" in ln]
+    assert said == [f"the environment differs from the original run's: torch 2.11.0 -> "
+                    f"{torch.__version__}; CPU Pentium III -> {_cpu()}"], out.stdout  # fmt: skip
+    lines = out.stdout.splitlines()
+    assert lines.index(said[0]) < lines.index("match: final weights and metrics are identical")
+
+
+def _cpu() -> str:
+    return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name"))  # fmt: skip
+
+
 def test_reproduce_diff_names_weights_and_metrics(train_run):
     a, b = train_run("data=digits", "seed=1"), train_run("data=digits", "seed=2")
     diffs = reproduce.differences(a, b)
@@ -168,6 +197,19 @@ def lock_mismatches(pyproject: dict, lock: dict) -> list[str]:
         if not set(plain) <= set(have):
             out.append(f"group {group}: pyproject {plain} vs lock {have}")
     return out
+
+
+@pytest.mark.slow
+def test_make_sbom_lists_this_environments_packages_as_cyclonedx(tmp_path):
+    if not shutil.which("make") or not (ROOT / ".venv").is_dir():
+        pytest.skip("make sbom needs make and the checkout's .venv (uv sync)")
+    out = subprocess.run(["make", "-s", "sbom", f"SBOM={tmp_path / 'sbom.json'}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    sbom = json.loads((tmp_path / "sbom.json").read_text())
+    listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
+    assert sbom["bomFormat"] == "CycloneDX" and listed["torch"] == torch.__version__.split("+")[0]
+    assert sbom["metadata"]["component"]["name"] == "train"
 
 
 def test_pyproject_and_lock_agree():

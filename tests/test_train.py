@@ -117,8 +117,16 @@ def test_mlp_on_digits_passes_95_percent(train_run):
     "preset",
     sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml")),
 )
-def test_every_preset_runs_shortened(train_run, preset):
-    run = train_run(f"experiment={preset}", "trainer.max_epochs=100", "trainer.max_steps=3")
+def test_every_preset_runs_shortened(train_run, preset, tmp_path):
+    extra = []
+    if preset == "finetune_folder":  # (your photos, and a 'fetched' pretrained file)
+        from test_vision import photos, pretrained
+
+        pretrained(tmp_path / "data")
+        extra = [f"data.path={photos(tmp_path / 'photos', 6)}", "data.batch_size=4",
+                 f"paths.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    run = train_run(f"experiment={preset}", "trainer.max_epochs=100", "trainer.max_steps=3",
+                    *extra)  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 3 and run.parent.name == preset
 

@@ -80,19 +80,23 @@ class Normalizer:
 
 class Batches:
     """One split's batches on `device`, normalised; the whole split moved there once.
-    `rank`/`world`: which of torchrun's processes this is (see the module's docstring)."""
+    `rank`/`world`: which of torchrun's processes this is (see the module's docstring).
+    `augment` (train.augment, the training split's): applied to the batches of `ordered`,
+    seeded by `seed`, the epoch and the batch."""
 
     def __init__(self, split: Split, batch_size: int, normalize: Normalizer, device: torch.device,
-                 rank: int = 0, world: int = 1):  # fmt: skip
+                 rank: int = 0, world: int = 1, augment=None, seed: int = 0):  # fmt: skip
         self.split, self.batch_size, self.normalize, self.device = (
             split,
             batch_size,
             normalize,
             device,
         )
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.augment, self.seed = rank, world, augment, seed
         if isinstance(split, TensorSplit):
-            self.x, self.y = normalize.whole(split.x, device), split.y.to(device)
+            pixels = augment is not None and augment.on_pixels  # (augmented before normalising)
+            self.x = None if pixels else normalize.whole(split.x, device)
+            self.y = split.y.to(device)
 
     def __len__(self) -> int:
         """The training batches of one epoch (this rank's)."""
@@ -104,15 +108,37 @@ class Batches:
         pairs = [(first + s, first + e) for s, e in bounds(end - first, self.batch_size)]
         return self._batches(None, pairs)
 
-    def ordered(self, order: Tensor, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's batches of an epoch in `order`, from batch number `start` on (resuming
-        mid-epoch)."""
+    def ordered(self, order: Tensor, start: int = 0,
+                epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+        """This rank's batches of epoch `epoch` in `order`, from batch number `start` on
+        (resuming mid-epoch); augmented, when this split is."""
         bounds_ = shard_bounds(len(self.split), self.batch_size, self.rank, self.world)
-        return self._batches(order, bounds_[start:])
+        batches = self._batches(order, bounds_[start:])
+        if self.augment is None:
+            return batches
+        return self._augmented(batches, bounds_[start:], start, epoch)
+
+    def _augmented(self, batches, pairs, start: int, epoch: int):
+        from train.augment import seed_of
+
+        for k, ((s, e), (x, y)) in enumerate(zip(pairs, batches, strict=True), start):
+            seed, n = seed_of(self.seed, epoch, k), e - s  # (n: this rank's share of batch k)
+            if self.augment.on_pixels:
+                x = self.normalize(self.augment(x, seed, self.rank * n).to(self.device))
+            else:
+                x = self.augment(x, self.normalize.b, seed, (self.rank * n, (self.rank + 1) * n),
+                                 n * self.world).contiguous(
+                                     memory_format=self.normalize.memory_format)  # fmt: skip
+            yield x, y
 
     def _batches(self, order: Tensor | None, pairs) -> Iterator[tuple[Tensor, Tensor]]:
         if isinstance(self.split, FolderSplit):
             yield from self._from_loader(order, pairs)
+            return
+        if self.x is None:  # pixels for the augmentation: uint8, on the CPU, not normalised
+            for s, e in pairs:
+                idx = slice(s, e) if order is None else order[s:e]
+                yield self.split.x[idx], self.y[idx.to(self.device) if order is not None else idx]
             return
         order = None if order is None else order.to(self.device)
         for s, e in pairs:
@@ -129,6 +155,14 @@ class Batches:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
+        pixels = self.augment is not None and self.augment.on_pixels
         for x, y in loader:
-            x = x.to(self.device, non_blocking=True)
-            yield self.normalize(x), y.to(self.device, non_blocking=True)
+            if pixels and x.dtype != torch.uint8:
+                from train.errors import UserError
+
+                raise UserError(f"data.augment's policies work on uint8 pixels; this data's "
+                                f"inputs are {x.dtype}: augment in your Dataset's transforms, "
+                                "or use data.augment=flip_crop.")  # fmt: skip
+            if not pixels:
+                x = self.normalize(x.to(self.device, non_blocking=True))
+            yield x, y.to(self.device, non_blocking=True)

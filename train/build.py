@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from train import distributed, rundir, targets
+from train import augment, distributed, rundir, targets, usercode
 from train.errors import UserError
 
 log = logging.getLogger("train")
@@ -43,10 +43,11 @@ class Run:
 
 
 def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
-          job: int | None = None) -> Run:  # fmt: skip
+          job: int | None = None, model=None) -> Run:  # fmt: skip
     """The run `cfg` describes, in `run_dir` (resumed where cfg.resume says so); run.json
     written on rank 0. `choices`: the config groups' options (kept in checkpoints); `job`: a
-    sweep job's number (it spreads parallel jobs over the GPUs)."""
+    sweep job's number (it spreads parallel jobs over the GPUs); `model`: an nn.Module class
+    or object to train (train.api), in place of the configured one."""
     from train import checkpoint
     from train.loop import Loop
     from train.task import Task
@@ -58,20 +59,28 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     resumed = checkpoint.Checkpoint.read(source) if source is not None else None
     seed = distributed.agreed(lambda: draw_seed(cfg.seed, resumed))  # seed=null: rank 0 draws
     sizes = _batch_sizes(cfg.data)
+    _preflight(cfg)
     device, scaler, autocast = _machine(cfg, seed, ranks, job, run_dir)
     with distributed.main_first():  # downloads and caches: written once, by rank 0
         data = targets.instantiate("data", cfg.data)
-    task = Task.of(data)
+    task = Task.of(data, cfg.trainer.label_smoothing)
     s = settings(cfg.trainer, task, quiet=not ranks.main)
-    model, optimizer, scheduler, memory_format = _model(cfg, data, device)
+    model_object = model
+    model, optimizer, scheduler, memory_format = _model(cfg, data, device, model_object)
+    origin = {"model": _origin_of(model, given=model_object is not None), "data": data.origin}
+    if resumed is not None:  # (the same user files as the run was trained with)
+        for group in ("model", "data"):
+            usercode.unchanged((resumed.origin or {}).get(group), origin[group], f"{group} code")
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["seed"] = seed
     if ranks.main:
-        _record(run_dir, config, overrides, device, data)
-    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices)
+        _record(run_dir, config, overrides, device, data, origin)
+    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices,
+                             origin)  # fmt: skip
     state = _state(saver, resumed, source, model, optimizer, scheduler, scaler)
     log_data(data, model)
-    train, val = _batches(data, sizes, device, memory_format)
+    train, val = _batches(data, sizes, device, memory_format,
+                          augment.choose(cfg.data.augment, data.is_image), seed)  # fmt: skip
     forward = distributed.wrap(model, device) if ranks.many else model  # saved: `model`'s
     forward = _compiled(forward) if cfg.trainer.compile else forward  # weights, no prefixes
     loop = Loop(model=forward, evaluator=model if ranks.many else forward, optimizer=optimizer,
@@ -114,25 +123,69 @@ def _machine(cfg: DictConfig, seed: int, ranks, job: int | None, run_dir: Path):
     return device, scaler, autocast
 
 
-def _model(cfg: DictConfig, data, device):
-    """The model (checked against the data) on `device`, its optimizer and scheduler."""
+def _model(cfg: DictConfig, data, device, given=None):
+    """The model (checked against the data) on `device`, its optimizer and scheduler. A
+    pretrained model's input statistics replace the data's (its `normalization`)."""
+    import torch
+
     from train import models
 
-    model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
-                                num_outputs=data.num_outputs)  # fmt: skip
+    if given is None:
+        model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
+                                    num_outputs=data.num_outputs)  # fmt: skip
+    elif isinstance(given, type):  # a class: built as ours are, after seeding
+        model = usercode.build_object(given, data.in_shape, data.num_outputs, cfg.model.args,
+                                      None)  # fmt: skip
+    else:
+        model = given
     models.check_fits(model, data.task, data.num_classes)
+    if (stats := getattr(model, "normalization", None)) is not None:
+        data.mean, data.std = torch.tensor(stats[0]), torch.tensor(stats[1])
     memory_format = _memory_format(cfg.trainer, model)
     model.to(device, memory_format=memory_format)
+    _probe(model, data, device, memory_format, cfg.model)
     optimizer = _optimizer(cfg.optim, model)
     scheduler = None if cfg.sched is None else targets.instantiate("sched", cfg.sched)(optimizer)
     return model, optimizer, scheduler, memory_format
 
 
-def _record(run_dir: Path, config: dict, overrides: list[str], device, data) -> None:
+def _origin_of(model, given: bool) -> dict | None:
+    """Where the model came from, when not from this package (run.json, checkpoints)."""
+    if given:
+        cls = type(model)
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", "source": "in process"}
+    return getattr(model, "train_origin", None)
+
+
+def _preflight(cfg: DictConfig) -> None:
+    """What needs no data and would fail late: a pretrained file that is not on disk."""
+    from train import vision
+
+    if cfg.model._target_ == "train.vision.Vision":
+        vision.check_weights(cfg.model.arch, cfg.model.weights, cfg.model.torch_home)
+
+
+def _probe(model, data, device, memory_format, cfg_model) -> None:
+    """A model not of ours (torchvision's, yours) on one example, before training: an input it
+    cannot take or a wrong output shape said now, naming your file and line."""
+    from train import batches
+
+    target = cfg_model._target_
+    if target.startswith("train.models."):
+        return
+    split = data.train
+    raw = split.x[:1] if hasattr(split, "x") else split.dataset[0][0][None]
+    x = batches.Normalizer(data, device, memory_format)(raw.to(device))
+    file = Path(cfg_model.code) if "code" in cfg_model else None
+    usercode.check_forward(model, x, data.num_outputs, file, type(model).__name__)
+
+
+def _record(run_dir: Path, config: dict, overrides: list[str], device, data,
+            origin: dict) -> None:  # fmt: skip
     from train import record, report
 
     blob = record.collect(config, overrides, config["seed"], device,
-                          config["trainer"]["deterministic"], data.fingerprint)  # fmt: skip
+                          config["trainer"]["deterministic"], data.fingerprint, origin)  # fmt: skip
     report.write_json(report.unused_path(run_dir / "run.json"), blob.to_dict())
 
 
@@ -160,14 +213,15 @@ def _batch_sizes(cfg_data: DictConfig) -> tuple[int, int]:
     return sizes
 
 
-def _batches(data, sizes: tuple[int, int], device, memory_format):
-    """This rank's shard of the train and val batches, normalised on `device`."""
+def _batches(data, sizes: tuple[int, int], device, memory_format, augmenting, seed: int):
+    """This rank's shard of the train and val batches, normalised on `device`; the training
+    batches augmented (`augmenting`: a train.augment augmentation, or None)."""
     from train.batches import Batches, Normalizer
 
     ranks = distributed.ranks()
     norm = Normalizer(data, device, memory_format)
     shard = {"rank": ranks.rank, "world": ranks.world}
-    train = Batches(data.train, sizes[0], norm, device, **shard)
+    train = Batches(data.train, sizes[0], norm, device, **shard, augment=augmenting, seed=seed)
     val = (Batches(data.val, sizes[1], norm, device, **shard)
            if data.val is not None else None)  # fmt: skip
     return train, val
@@ -213,18 +267,33 @@ def _deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+# trainer.amp per device type: fp16 trains with a gradient scaler, which torch keeps for CUDA
+# and XPU (on the CPU, fp16 is slow); bf16 needs the device's bf16 units where torch can say.
+AMP = {"cpu": {"bf16"}, "cuda": {"bf16", "fp16"}, "xpu": {"bf16", "fp16"}, "mps": {"bf16"}}
+
+
 def _precision(amp: str, device):
-    """The gradient scaler and autocast context for `trainer.amp`: off, bf16 (CUDA or CPU),
-    fp16 (CUDA only: on the CPU it is slow and needs a gradient scaler there too)."""
+    """The gradient scaler and autocast context for `trainer.amp` on `device` (AMP says what
+    each device type takes), refused in one paragraph where the device cannot."""
     import torch
 
-    if amp == "fp16" and device.type != "cuda":
+    if amp != "off" and amp not in AMP.get(device.type, set()):
+        takes = " or ".join(sorted(AMP.get(device.type, set()))) or "nothing but off"
         raise UserError(
-            f"trainer.amp=fp16 needs a CUDA device; the run is on {device}. "
-            "Use trainer.amp=bf16 (fast on CPUs with bf16 units: AVX-512 BF16, AMX) or off."
+            f"trainer.amp={amp} is not for {device.type} devices; the run is on {device}, where "
+            f"trainer.amp takes {takes} (or off). fp16 needs a CUDA or XPU device; bf16 is "
+            "fast on CPUs with bf16 units (AVX-512 BF16, AMX)."
         )
+    if amp == "bf16" and device.type == "mps" and not torch.backends.mps.is_macos_or_newer(14, 0):
+        raise UserError("trainer.amp=bf16 on MPS needs macOS 14 or newer; use trainer.amp=off.")
+    if amp == "bf16" and device.type in ("cuda", "xpu"):
+        from train.device import name
+
+        if not getattr(torch, device.type).is_bf16_supported():
+            raise UserError(f"trainer.amp=bf16: this {device.type} device ({name(device)}) has "
+                            "no bf16 support; use trainer.amp=fp16 or off.")  # fmt: skip
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type if amp == "fp16" else "cuda", enabled=amp == "fp16")
     if dtype is None:  # (a disabled torch.autocast still costs microseconds a step)
         return scaler, contextlib.nullcontext
 
@@ -290,14 +359,38 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def optimizer(cfg_optim: DictConfig, model):
+    """The optimizer an optim config makes for `model`, as training makes it (bench.speed)."""
+    return _optimizer(cfg_optim, model)
+
+
 def _optimizer(cfg_optim: DictConfig, model):
+    """The optimizer over what trains: a pretrained model's backbone at
+    optim.backbone_lr_scale times the lr (its new head at lr); frozen weights left out."""
+    from omegaconf import open_dict
+
+    scale = cfg_optim.backbone_lr_scale
+    node = cfg_optim.copy()
+    with open_dict(node):
+        del node["backbone_lr_scale"]  # (train's, not the optimizer's)
+    if hasattr(model, "param_groups"):
+        params = model.param_groups(cfg_optim.lr, scale)
+    elif scale != 1.0:
+        raise UserError(f"optim.backbone_lr_scale={scale} is for a pretrained backbone "
+                        "(model=torchvision); this model has none: leave it at 1.")  # fmt: skip
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     try:
-        return targets.instantiate("optim", cfg_optim)(model.parameters())
+        return targets.instantiate("optim", node)(params)
     except ValueError as e:  # torch's own range checks: "Invalid learning rate: -1.0", ...
         raise UserError(f"optim: {e} (check the optim.* values).") from None
 
 
+SMALL_SPLIT = 30  # held-out examples below which a split's scores are mostly noise
+
+
 def log_data(data, model) -> None:
+    """The data and model in one line; a warning for held-out splits too small to mean much."""
     sizes = ", ".join(
         f"{n} {len(s):,}" for n in ("train", "val", "test") if (s := getattr(data, n)) is not None
     )
@@ -311,3 +404,15 @@ def log_data(data, model) -> None:
         type(model).__name__,
         f"{params:,}",
     )
+    for name in ("val", "test"):
+        split = getattr(data, name)
+        if split is not None and len(split) < SMALL_SPLIT:
+            swing = (
+                f": one example more or less right moves its accuracy by "
+                f"{100 / len(split):.0f} points"
+                if data.task == "classification"
+                else ""
+            )
+            log.warning("the %s split has %d example(s)%s; its scores mean little (bring more "
+                        "data, or raise data.%s_fraction)", name, len(split), swing,
+                        name)  # fmt: skip

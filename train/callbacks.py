@@ -181,23 +181,24 @@ class Console(Callback):
 
 class Board(Callback):
     """TensorBoard: the step loss every `every_n_steps` steps, and every epoch's scalars in one
-    event (the writer flushes by time, and before each checkpoint)."""
+    event (the writer flushes by time, and before each checkpoint). The curves a user opens it
+    for come first: train/ and val/; what tells how the run goes (the step loss, lr, speed,
+    epoch time) in vitals/, which sorts after them (and before viz/, the pictures)."""
 
     def __init__(self, writer, every_n_steps: int, loss_scale: float):
         self.writer, self.every, self.scale = writer, every_n_steps, loss_scale
 
     def on_step_end(self, state: State, loss: float) -> None:
         if state.step % self.every == 0:
-            self.writer.add_scalar("train/loss_step", loss * self.scale, state.step)
+            self.writer.add_scalar("vitals/loss_step", loss * self.scale, state.step)
 
     def on_epoch_end(self, state: State, e: Epoch) -> None:
         values = {f"{split}/{k}": v for split, metrics in e.results.items()
                   for k, v in metrics.items()}  # fmt: skip
-        # Everything of the training split's in its group: TensorBoard then opens on the train
-        # and val curves (groups sort by name: an "lr" or "perf" group came before them).
-        values.update({"train/lr": e.lr, "train/samples_per_s": e.speed,
-                       "train/epoch_seconds": e.seconds,
-                       "train/validation_share": e.val_seconds / max(e.seconds, 1e-9)})  # fmt: skip
+        share = e.val_seconds / max(e.seconds, 1e-9)
+        values.update({"vitals/lr": e.lr, "vitals/samples_per_s": e.speed,
+                       "vitals/epoch_seconds": e.seconds,
+                       "vitals/validation_share": share})  # fmt: skip
         board.scalars(self.writer, values, state.step)
 
 
@@ -242,19 +243,22 @@ class Checkpoints(Callback):
 
 @dataclass
 class Timing(Callback):
-    """Where this invocation's time went (metrics.json "timing"). Start-up is process start to
-    the end of the first optimizer step; epochs are timed from then on, so the first epoch's
-    figure excludes start-up, as the benchmark requires."""
+    """Where this invocation's time went (metrics.json "timing"). Start-up is process start (or
+    `started`, a perf_counter reading: when train.api was called, in a notebook's long-lived
+    kernel) to the end of the first optimizer step; epochs are timed from then on, so the
+    first epoch's figure excludes start-up, as the benchmark requires."""
 
     first_step_s: float | None = None
     epochs: list[dict] = field(default_factory=list)
     loop_s: float | None = None  # the end of the first step to the end of training
     loop_start: float | None = None  # (perf_counter at the end of the first step)
+    started: float | None = None  # (perf_counter when the run was asked for; None: the process)
 
     def on_step_end(self, state: State, loss: float) -> None:
         if self.first_step_s is None:  # start-up ends here; timing starts now
-            self.first_step_s = process_seconds()
             self.loop_start = time.perf_counter()
+            self.first_step_s = process_seconds() if self.started is None else \
+                self.loop_start - self.started  # fmt: skip
             log.info("first optimizer step done %.1fs after start", self.first_step_s)
 
     def on_epoch_end(self, state: State, e: Epoch) -> None:

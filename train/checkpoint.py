@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.errors import UserError
+from train.errors import UserError, plain
 
 FORMAT = 2  # the layout below. 1: the callbacks' state inside "state" (read, upgraded); files
 # written before the format was recorded are format 1 too
@@ -42,6 +43,9 @@ class Checkpoint:
     callbacks: dict
     choices: dict | None = None  # (not in the first checkpoints written)
     torch: str | None = None
+    # Where the model and data came from, when not from this package: a pretrained file, a
+    # user's code ({"model": {"file", "name", "sha256"}, "data": ...}); None for ours.
+    origin: dict | None = None
     format: int = FORMAT
 
     @classmethod
@@ -57,15 +61,25 @@ class Checkpoint:
         if version == 1 and isinstance(blob.get("state"), dict):
             blob = _from_format_1(blob)
         names = {f.name for f in fields(cls)}
-        if missing := sorted(names - {"format", "choices", "torch"} - set(blob)):
+        if missing := sorted(names - {"format", "choices", "torch", "origin"} - set(blob)):
             raise UserError(f"checkpoint {path} is incomplete: it has no {', '.join(missing)}.")
         kinds = {"state": dict, "config": dict, "data": dict, "callbacks": dict}
-        if wrong := [k for k, kind in kinds.items() if not isinstance(blob[k], kind)]:
+        if wrong := [k for k, kind in kinds.items() if not isinstance(blob[k], kind)] + [
+            "origin" for o in [blob.get("origin")] if o is not None and not _origin(o)
+        ]:
             raise UserError(f"checkpoint {path} is malformed: {', '.join(wrong)} not a mapping.")
         if wrong := [k for k, v in blob["callbacks"].items() if not _plain(v)]:
             raise UserError(f"checkpoint {path} is malformed: its callbacks entries "
                             f"{', '.join(map(repr, wrong))} are not names to numbers.")  # fmt: skip
         return cls(**{k: blob[k] for k in names if k in blob})
+
+
+def _origin(entry) -> bool:
+    """An origin as train writes it: per group (model, data) None or names to plain strings."""
+    return isinstance(entry, dict) and all(
+        v is None or isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+        for v in entry.values()
+    )
 
 
 def _plain(entry) -> bool:
@@ -85,36 +99,22 @@ def _from_format_1(blob: dict) -> dict:
     return {**blob, "state": state, "callbacks": {"early_stopping": early, "nonfinite": guard}}
 
 
-def temp_name(path: Path) -> Path:
-    """Where `path` is written before it is renamed into place: `.<name>.tmp-<pid>`, so a
-    later run can tell a dead writer's leftovers (`clean_stale`)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def save(path: Path, payload: dict) -> None:
     """Write `payload` to `path` so that `path` is always either the old or the new file."""
+    from train import files
+
     payload = {**payload, "sha256": digest(payload)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with files.replacing(path, "its checkpoints") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
         raise UserError(
             f"could not write checkpoint {path}: {why} ({_free(path.parent)} free there). The "
             "previous checkpoint, if any, is untouched and the partial file was removed; free "
             "some space or fix the permissions, then resume."
         ) from None
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _free(directory: Path) -> str:
@@ -168,30 +168,50 @@ def load(path: Path) -> dict:
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist.") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({e}).") from None
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({plain(e)}).") from None
     if bad is not None:
         raise UserError(f"checkpoint {path} is corrupt: its part {bad} fails its CRC check.")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist.") from None
-    except pickle.UnpicklingError as e:
-        lines = [ln for ln in str(e).splitlines() if "Unsupported" in ln] or [
-            str(e).splitlines()[0]
-        ]
+    except pickle.UnpicklingError as e:  # (torch's text advises weights_only=False: not ours)
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it names the callable {named[1]}" if named else "it holds an object"
         raise UserError(
-            f"checkpoint {path} was refused: it holds more than tensors and plain values, and "
-            f"unpickling it could run code ({lines[0].strip()}). Only load files you trust, and "
-            "never with weights_only=False."
+            f"checkpoint {path} was refused: {what}, and a checkpoint of ours holds only tensors "
+            "and plain values; unpickling it could run code, so it was not. Only load files you "
+            "trust, and never with weights_only=False."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({e}).") from None
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({plain(e)}).") from None
     if not isinstance(blob, dict) or "model" not in blob:
         raise UserError(f"checkpoint {path} is not one of ours: it has no 'model' state_dict.")
+    if (bad := oversized(blob)) is not None:
+        raise UserError(f"checkpoint {path} is malformed: {bad}; refusing it before anything "
+                        "reads that tensor.")  # fmt: skip
     stored = blob.pop("sha256", None)
     if stored is not None and stored != digest(blob):
         raise UserError(f"checkpoint {path} is corrupt: its contents do not match its checksum.")
     return blob
+
+
+def oversized(obj, where: str = "") -> str | None:
+    """The first tensor in `obj` that declares more elements than its storage holds (a crafted
+    file's (100000, 100000) view of one number, stride 0: reading it whole would allocate
+    gigabytes), said in a few words; None when every tensor is backed by its own bytes."""
+    if isinstance(obj, torch.Tensor):
+        need, have = obj.numel() * obj.element_size(), obj.untyped_storage().nbytes()
+        if need > have:
+            return (f"the tensor {where or 'in it'} declares shape {tuple(obj.shape)} "
+                    f"({need:,} bytes) over {have:,} bytes of data")  # fmt: skip
+        return None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, list | tuple) else ()  # fmt: skip
+    for k, v in items:
+        if (bad := oversized(v, f"{where}.{k}" if where else str(k))) is not None:
+            return bad
+    return None
 
 
 def digest(obj) -> str:
@@ -253,6 +273,22 @@ def _non_finite(weights: dict) -> list[str]:
             if v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
 
 
+def _detached(x):
+    """A copy of a state_dict's nesting of dicts, lists and tuples: tensors cloned, numbers and
+    strings shared, anything else deep-copied (copy.deepcopy of it all took 3x as long)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return {k: _detached(v) for k, v in x.items()}
+    if type(x) in (list, tuple):
+        return type(x)(_detached(v) for v in x)
+    if x is None or isinstance(x, int | float | str | bool):
+        return x
+    import copy
+
+    return copy.deepcopy(x)
+
+
 def rng_state() -> dict:
     """Every random generator training touches, in a form `weights_only` loading accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
@@ -261,7 +297,21 @@ def rng_state() -> dict:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **_accelerator_rng(),
     }
+
+
+def _accelerator_rng() -> dict:
+    """Apple's MPS or Intel's XPU generators, where the run has one (no key otherwise: a CPU
+    or CUDA checkpoint is as before)."""
+    from train.device import accelerator
+
+    kind = accelerator()
+    if kind == "mps":
+        return {"mps": torch.mps.get_rng_state()}
+    if kind == "xpu":
+        return {"xpu": torch.xpu.get_rng_state_all()}
+    return {}
 
 
 def set_rng_state(state: dict) -> None:
@@ -271,6 +321,10 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+    if "xpu" in state and torch.xpu.is_available():
+        torch.xpu.set_rng_state_all(state["xpu"])
 
 
 def _tuples(x):
@@ -280,34 +334,35 @@ def _tuples(x):
 class Saver:
     """Writes `last.pt` / `best.pt` with everything resume needs, and restores from one."""
 
-    def __init__(self, directory: Path, config: dict, data_meta: dict, choices: dict):
+    def __init__(self, directory: Path, config: dict, data_meta: dict, choices: dict,
+                 origin: dict | None = None):  # fmt: skip
         self.dir, self.config, self.data_meta, self.choices = directory, config, data_meta, choices
+        self.origin = origin
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.pt"
 
     def write(self, name: str, payload: dict) -> None:
-        save(self.path(name), payload)
-
-    def payload(self, model, optimizer, scheduler, scaler, state, callbacks: dict,
-                copy: bool = False) -> dict:  # fmt: skip
-        """Everything a checkpoint holds, as of now (`callbacks`: their resume state by name;
-        `copy`: detached from the live objects, to be written later). Refused (exit 3) when
-        the weights are not all finite: no checkpoint ever holds them, and the last good one
-        stays the last good one."""
-        import copy as copying
-
-        weights = model.state_dict()
-        if bad := _non_finite(weights):
+        """Save `payload` as `name`.pt. Refused (exit 3) when its weights are not all finite:
+        no checkpoint ever holds them, and the last good one stays the last good one."""
+        if bad := _non_finite(payload["model"]):
+            state = payload["state"]
             raise UserError(
-                f"the weights became non-finite by step {state.step} (epoch {state.epoch}): "
+                f"the weights became non-finite by step {state['step']} (epoch {state['epoch']}): "
                 f"{', '.join(bad[:5])} hold NaN or inf, though every loss was finite, so an "
                 "update itself overflowed. No checkpoint was written with them: last.pt keeps "
                 "the last good weights. Lower optim.lr, or set trainer.grad_clip.",
                 code=3,
             )
+        save(self.path(name), payload)
+
+    def payload(self, model, optimizer, scheduler, scaler, state, callbacks: dict,
+                copy: bool = False) -> dict:  # fmt: skip
+        """Everything a checkpoint holds, as of now (`callbacks`: their resume state by name;
+        `copy`: detached from the live objects, to be written later: its weights are checked
+        when written, as every payload's are)."""
         payload = {
-            "model": weights,
+            "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict(),
@@ -317,13 +372,13 @@ class Saver:
             "config": self.config,  # resolved, with the seed actually used
             "data": self.data_meta,  # shapes, classes, normalisation: rebuild without the data
             "choices": self.choices,
+            "origin": self.origin,
             "torch": str(torch.__version__),
             "format": FORMAT,
         }
         if copy:  # what changes as training goes on; config, data and choices do not
-            payload["model"] = {k: v.detach().clone() for k, v in payload["model"].items()}
-            for key in ("optimizer", "scheduler", "scaler"):
-                payload[key] = copying.deepcopy(payload[key])
+            for key in ("model", "optimizer", "scheduler", "scaler"):
+                payload[key] = _detached(payload[key])
         return payload
 
     @staticmethod

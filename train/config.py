@@ -2,7 +2,8 @@
 
 Each group option's YAML starts from one of these schemas (its `defaults` list), so a typo'd key
 or a wrong-typed value fails at compose time with Hydra's message, before any data is touched.
-Defaults that users tune live in the YAML files; the values here are only types and fallbacks.
+Where conf/config.yaml sets a key, the default here is the same (tests/unit/test_config.py
+checks it); a group option's YAML may set its own over its schema's.
 """
 
 from dataclasses import dataclass, field
@@ -62,6 +63,24 @@ class NonFinite(Enum):
     skip = "skip"  # skip the batch (no optimizer step) and count it
 
 
+class Augment(Enum):
+    auto = "auto"  # none: the course's sets (digits and letters are not to be flipped), tables
+    none = "none"
+    flip_crop = "flip_crop"  # a random horizontal flip and a crop of the 4-pixel-padded image
+    trivialaugment = "trivialaugment"  # torchvision's TrivialAugmentWide, per image
+    randaugment = "randaugment"  # torchvision's RandAugment, per image
+
+
+class Freeze(Enum):
+    none = "none"  # fine-tune every layer
+    backbone = "backbone"  # train the new head alone (batch norm keeps its statistics)
+
+
+class Preprocess(Enum):
+    auto = "auto"  # pretrained weights: their resize, crop, mean and std; else the data's
+    data = "data"  # the data's statistics and size, whatever the weights
+
+
 class Progress(Enum):
     auto = "auto"  # a bar on a terminal, plain lines otherwise
     bar = "bar"
@@ -81,6 +100,7 @@ class DataConfig:
     test_fraction: float = 0.0
     split_seed: int = 0  # fixed apart from `seed`, so every run is scored on the same examples
     normalize: bool = True
+    augment: Augment = Augment.auto  # image data, training split only
 
 
 @dataclass
@@ -115,7 +135,7 @@ class SyntheticDataConfig(DataConfig):
 class CsvDataConfig(DataConfig):
     _target_: str = "train.data.csv"
     path: str = MISSING
-    target: str = MISSING
+    target: Any = MISSING  # a column name, or a list of numeric ones (one output each)
     task: Task = Task.auto
     delimiter: str | None = None  # null: detected (, ; tab |)
     decimal: str | None = None  # null: detected ("," where the delimiter is not a comma)
@@ -135,6 +155,17 @@ class ImageFolderDataConfig(DataConfig):
     in_memory: bool | None = None  # null: decoded into memory when under a quarter of RAM
     num_workers: int = 2  # DataLoader processes, for folders read from disk
     cache_dir: str = "${paths.data_dir}"  # checked files and decoded tensors are cached here
+
+
+@dataclass
+class CustomDataConfig(DataConfig):
+    _target_: str = "train.usercode.data"
+    code: str = MISSING  # your Python file
+    name: str = "build"  # its function returning Dataset(s)
+    args: Any = None  # passed to it, e.g. {hidden: 64} (a mapping; null: none)
+    reader: str | None = "read"  # predict: its function read(path) -> one input tensor
+    num_workers: int = 0  # DataLoader processes (0: in this process, as notebooks need)
+    normalize: bool = False  # your Dataset's transforms prepare the inputs
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -168,6 +199,32 @@ class CNNConfig(ModelConfig):
     head: int = 128
 
 
+@dataclass
+class TorchvisionModelConfig(ModelConfig):
+    _target_: str = "train.vision.Vision"
+    arch: str = "resnet18"  # any of torchvision.models.list_models()
+    weights: str | None = None  # null: from scratch | DEFAULT | a weights name (IMAGENET1K_V1)
+    freeze: Freeze = Freeze.none
+    preprocess: Preprocess = Preprocess.auto
+    cifar_stem: bool = False  # ResNets: a 3x3 stride-1 stem, no max pool (32x32 inputs)
+    torch_home: str = "${paths.torch_home}"  # pretrained files: <torch_home>/hub/checkpoints/
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    _target_: str = "train.usercode.model"
+    code: str = MISSING  # your Python file
+    name: str = "Net"  # its nn.Module class, taking in_shape and num_outputs
+    args: Any = None  # passed to it, e.g. {hidden: 64} (a mapping; null: none)
+
+
+@dataclass
+class ObjectModelConfig(ModelConfig):
+    _target_: str = "train.usercode.in_process"
+    name: str = MISSING  # the class of the object train.api.train(model=...) was given
+    args: Any = None
+
+
 # --- optimizers and schedulers (partials: completed in code with the parameters) -------------
 
 
@@ -177,6 +234,9 @@ class OptimConfig:
     _partial_: bool = True
     lr: float = MISSING
     weight_decay: float = 0.0
+    # Pretrained models: the backbone's lr is this times lr (the new head's is lr). Not an
+    # argument of the optimizer: train.build makes the parameter groups from it.
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass
@@ -241,14 +301,14 @@ class CosineConfig(SchedConfig):
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 10
+    max_epochs: int = 100  # an upper bound: early stopping ends most runs long before
     max_steps: int | None = None  # stop after this many optimizer steps in all (smoke runs)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda[:N] | mps | xpu[:N]
     amp: Amp = Amp.off
     log_every_n_steps: int = 50
     monitor: str = "loss"  # metric for best.pt and early stopping, read from val (train if no val)
     monitor_mode: Mode = Mode.min
-    patience: int | None = None  # epochs without improvement before stopping; null: never stop
+    patience: int | None = 10  # epochs without improvement before stopping; null: never stop
     grad_clip: float | None = None  # max gradient norm; null: no clipping
     on_nonfinite: NonFinite = NonFinite.stop  # a NaN/inf loss: stop, or skip the batch
     deterministic: bool = False  # CUDA: deterministic algorithms (bitwise reruns, slower)
@@ -258,13 +318,15 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (slow first steps; see docs/benchmarks.md)
     score_train: bool = False  # score the best weights on the whole train split at the end
     checkpoint_every_s: float = 60.0  # last.pt/best.pt at most this often (0: every epoch)
+    label_smoothing: float = 0.0  # classification: cross entropy against softened targets
     print_every_s: float = 5.0  # an epoch line at most this often (0: every epoch)
 
 
 @dataclass
 class PathsConfig:
-    data_dir: str = "./data"
-    runs_dir: str = "./runs"
+    data_dir: str = "${oc.env:TRAIN_DATA_DIR,./data}"
+    runs_dir: str = "${oc.env:TRAIN_RUNS_DIR,./runs}"
+    torch_home: str = "${paths.data_dir}/torch"  # pretrained weights
 
 
 @dataclass
@@ -293,7 +355,11 @@ def register() -> None:
         ("data", "synthetic", SyntheticDataConfig),
         ("data", "csv", CsvDataConfig),
         ("data", "image_folder", ImageFolderDataConfig),
+        ("data", "custom", CustomDataConfig),
         ("model", "linear", ModelConfig),
+        ("model", "torchvision", TorchvisionModelConfig),
+        ("model", "custom", CustomModelConfig),
+        ("model", "object", ObjectModelConfig),
         ("model", "mlp", MLPConfig),
         ("model", "cnn", CNNConfig),
         ("optim", "sgd", SGDConfig),
@@ -315,6 +381,7 @@ class EvaluateConfig:
     device: str = "auto"
     batch_size: int | None = None  # null: the run's data.eval_batch_size
     out: str | None = None  # null: <run>/evaluation-<split>.json; a file (e.g. a read-only run)
+    code: Any = field(default_factory=list)  # the run's own code file(s), if it trained yours
 
 
 @dataclass
@@ -323,6 +390,7 @@ class PredictConfig:
     inputs: str = MISSING  # a file, a folder or a quoted glob
     checkpoint: str = "best"  # best | last
     out: str | None = None  # also write the predictions to this CSV (never over an existing file)
+    code: Any = field(default_factory=list)  # the run's own code file(s), if it trained yours
 
 
 @dataclass
@@ -331,6 +399,7 @@ class ExportConfig:
     format: str = "onnx"  # onnx | torchscript
     checkpoint: str = "best"  # best | last
     out: str | None = None  # null: beside the checkpoint; a file (e.g. a read-only run)
+    code: Any = field(default_factory=list)  # the run's own code file(s), if it trained yours
 
 
 def register_commands() -> None:
@@ -353,6 +422,11 @@ def nodes(cfg, prefix: str = ""):
         yield f"{prefix}{key}", node
         if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
             yield from nodes(node, f"{prefix}{key}.")
+
+
+def is_missing(cfg, key: str) -> bool:
+    """`key` of `cfg` is left to the user (`???`)."""
+    return cfg._get_node(key)._is_missing()
 
 
 def missing_keys(cfg) -> list[str]:

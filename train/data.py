@@ -6,6 +6,7 @@ image folder that fits; a larger folder stays on disk and is read through a Data
 files are read by `train.tables`, image files by `train.images` and `train.folder`.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from train.errors import UserError
 log = logging.getLogger("train")
 
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "CIFAR10")
+OPTIONS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR10": "cifar10"}  # (data=)
 
 
 @dataclass
@@ -64,11 +66,15 @@ class Data:
     table: dict | None = None  # CSV: the TablePrep that made the features (train.tables)
     layout: dict | None = None  # image folders: how files become tensors (train.folder.Layout)
     fingerprint: str | None = None  # a checksum of the data (train.data.fingerprint)
+    regression_outputs: int | None = None  # a user Dataset's targets per example (usercode)
+    origin: dict | None = None  # a user's data code: its file and SHA-256 (usercode)
 
     @property
     def num_outputs(self) -> int:
         """Model outputs: one logit for two classes (sigmoid), K for K classes, T for T targets."""
-        if self.task == "regression":  # only tables are regression data: always tensors
+        if self.task == "regression" and self.regression_outputs is not None:
+            return self.regression_outputs
+        if self.task == "regression":  # (tables: tensors)
             return 1 if self.train.y.dim() == 1 else self.train.y.shape[1]
         return 1 if self.num_classes == 2 else self.num_classes
 
@@ -244,10 +250,11 @@ def synthetic(num_samples: int, shape: list[int], num_classes: int, seed: int, *
     return data
 
 
-def csv(path: str, target: str, task, delimiter: str | None, decimal: str | None,
+def csv(path: str, target, task, delimiter: str | None, decimal: str | None,
         encoding: str, missing: str, drop_columns: list[str], **common) -> Data:  # fmt: skip
     """A user's CSV file with a header: feature columns (numbers, or text: one-hot encoded)
-    and one target column; `task` auto, classification or regression."""
+    and a target column (`task` auto, classification or regression), or several numeric
+    ones (a regression with one output each)."""
     from train import tables
 
     _check_sizes(**common)
@@ -255,27 +262,28 @@ def csv(path: str, target: str, task, delimiter: str | None, decimal: str | None
     file = Path(path)
     frame, dec = tables.read(file, delimiter, decimal, encoding)
     columns = list(frame.columns)
-    if target not in columns:
-        raise UserError(f"data.target={target!r} is not a column of {path}; its columns are "
-                        f"{columns}.")  # fmt: skip
+    targets = tables.target_columns(target, columns, file)
     if unknown := [c for c in drop_columns if c not in columns]:
         raise UserError(f"data.drop_columns: {unknown} not among the columns of {path}, which "
                         f"are {columns}.")  # fmt: skip
-    features = [c for c in columns if c != target and c not in drop_columns]
-    frame = tables.handle_missing(frame, [target], "drop" if missing == "mean" else missing, file,
+    features = [c for c in columns if c not in targets and c not in drop_columns]
+    frame = tables.handle_missing(frame, targets, "drop" if missing == "mean" else missing, file,
                                   "no target")  # fmt: skip
     frame = tables.handle_missing(frame, features, missing, file, "features")
     kind = getattr(task, "value", task)
-    y = tables.target(frame[target], target, kind, file, dec)
-    log.info("data.task=%s: %s, since the target %r %s", kind, y.task, target, y.reason)
+    y = tables.targets(frame, targets, kind, file, dec)
+    log.info("data.task=%s: %s%s", kind, y.task, f", since the target {y.reason}" if y.reason
+             else "")  # fmt: skip
     rows = split_rows(len(frame), common["val_fraction"], common["test_fraction"],
                       common["split_seed"])  # fmt: skip
     reading = {"delimiter": delimiter, "decimal": decimal, "encoding": encoding}
     prep = tables.TablePrep.fit(frame, features, rows[0].numpy(), missing, file, dec, reading,
                                 drop_columns)  # fmt: skip
     x = torch.from_numpy(prep.transform(frame, file, dec))
+    if kind == "auto":  # (after the cells are checked: a bad cell is the first thing to fix)
+        tables.learnable(y, file)
     labels = torch.from_numpy(y.values)
-    labels = labels[:, None] if y.task == "regression" else labels
+    labels = labels[:, None] if y.task == "regression" and labels.dim() == 1 else labels
     train, val, test = (TensorSplit(x[r], labels[r]) if len(r) else None for r in rows)
     data = _finish(train, val, test, y.task, y.class_names, scale=1.0, **common)
     data.feature_names, data.table = prep.feature_names, prep.to_dict()
@@ -440,20 +448,27 @@ def _torchvision_split(name: str, root: str, download: bool, train: bool):
     from torchvision import datasets  # lazily: importing torchvision costs seconds
 
     cls = getattr(datasets, name)
+    made = [d for d in (Path(root) / name / "raw", Path(root) / name, Path(root)) if not d.exists()]
     try:
         ds = cls(root, train=train, download=download)
     except (RuntimeError, OSError) as e:  # not found, failed checksum, no network, proxy, DNS
-        where, e = Path(root).resolve(), " ".join(str(e).split())  # one paragraph
+        for d in made:  # the empty folders torchvision made for the download: not left behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        where, option = Path(root).resolve(), OPTIONS[name]
+        e = " ".join(str(e).replace("You can use download=True to download it", "").split())
         if download:
             raise UserError(
-                f"could not download {name} into {where} ({e}). With no network, fetch it once "
-                f"where there is one (`make data DATA={name.lower()}`) and copy the data dir, "
-                "or train offline with data=digits."
+                f"could not download {name} into {where} ({e.strip(' .')}). With no network, "
+                f"fetch it once where there is one (`make data DATA={option}`, or python -m "
+                f"train.fetch data={option}) and copy the data dir, or train offline with "
+                "data=digits."
             ) from None
         raise UserError(
-            f"{name} ({part} split) is not in {where} ({e}) and data.download is false. Run "
-            f"once with data.download=true where there is network (or `make data "
-            f"DATA={name.lower()}`), or train offline with data=digits."
+            f"{name} ({part} split) is not in {where} ({e.strip(' .')}) and data.download is "
+            f"false. Run once with data.download=true where there is network (or `make data "
+            f"DATA={option}`, or python -m train.fetch data={option}), or train offline with "
+            "data=digits."
         ) from None
     x = torch.as_tensor(ds.data)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)

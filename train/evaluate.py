@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import conf
+from train import cmdline, conf, config
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -20,38 +20,36 @@ SPLITS = ("train", "val", "test")
 
 def main() -> None:
     conf.register()
-    run_entrypoint(_hydra_main)
+    run_entrypoint(
+        lambda: cmdline.check_argv(config.EvaluateConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, config.EvaluateConfig),
+    )
 
 
 @hydra.main(config_path=conf.CONF_DIR, config_name="evaluate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
-    evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size, out)
+    evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size, out,
+                 cmdline.paths(cfg.code))  # fmt: skip
 
 
 def evaluate_run(run: Path, which: str, split: str, device_name: str,
-                 batch_size: int | None = None, out: Path | None = None) -> dict:  # fmt: skip
+                 batch_size: int | None = None, out: Path | None = None, code=(),
+                 model=None) -> dict:  # fmt: skip
     """Score `run`'s `which` checkpoint on `split`; returns what it saves (in `out`, or the
-    run dir's evaluation-<split>.json)."""
+    run dir's evaluation-<split>.json). `code`: the run's own code files, if it trained a
+    user's (train.usercode); `model`: the class, if it trained an object (train.api)."""
     import torch
 
-    from train import report, targets
+    from train import report
     from train.device import choose
     from train.trained import load
 
-    if split not in SPLITS or which not in ("best", "last"):
-        raise UserError(
-            f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
-            "checkpoint best or last."
-        )
-    if out is not None and out.exists():
-        raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
-    report.writable(out.parent if out is not None else run, "the evaluation",
-                    "give out=<file.json> somewhere writable.")  # fmt: skip
-    trained = load(run, which)
+    _check_request(run, which, split, out)
+    trained = load(run, which, code, model)
     path, meta = trained.path, trained.meta
     device, why = choose(device_name)
-    data = targets.call("data", trained.config["data"])
+    data = trained.data()
     # Score with the normalisation the model was trained with, whatever the data looks like now.
     data.mean, data.std = torch.tensor(meta.mean), torch.tensor(meta.std)
     if getattr(data, split) is None:
@@ -68,14 +66,8 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
         "step": trained.step,
         "metrics": results[split],
     }
-    log.info(
-        "%s on %s (%s, %s): %s",
-        path,
-        split,
-        device,
-        why,
-        " ".join(f"{k} {v:.4g}" for k, v in results[split].items()),
-    )
+    log.info("%s on %s (%s, %s): %s", path, split, device, why,
+             " ".join(f"{k} {v:.4g}" for k, v in results[split].items()))  # fmt: skip
     if confusion is not None:
         saved["confusion_matrix"] = confusion.tolist()
         log.info(
@@ -87,6 +79,23 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
     report.write_json(dest, saved)
     log.info("saved %s", dest)
     return saved
+
+
+def _check_request(run: Path, which: str, split: str, out: Path | None) -> None:
+    """Before any work: valid choices, and a place to save that is writable and not a link."""
+    from train import files, report
+
+    if split not in SPLITS or which not in ("best", "last"):
+        raise UserError(
+            f"split={split}, checkpoint={which}: use split one of {SPLITS} and "
+            "checkpoint best or last."
+        )
+    if out is not None and out.exists():
+        raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
+    report.writable(out.parent if out is not None else run, "the evaluation",
+                    "give out=<file.json> somewhere writable.")  # fmt: skip
+    if out is None:  # (it writes into the run dir: one holding a planted link is refused)
+        files.refuse_links_in(run)
 
 
 if __name__ == "__main__":

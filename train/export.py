@@ -7,13 +7,12 @@ with a dynamic batch dimension; its metadata holds the preprocessing constants a
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from train import conf
+from train import cmdline, conf, config
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -25,20 +24,23 @@ HELD_OUT = 256
 
 def main() -> None:
     conf.register()
-    run_entrypoint(_hydra_main)
+    run_entrypoint(
+        lambda: cmdline.check_argv(config.ExportConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, config.ExportConfig),
+    )
 
 
 @hydra.main(config_path=conf.CONF_DIR, config_name="export", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
-    export_run(Path(cfg.run), cfg.format, cfg.checkpoint, out)
+    export_run(Path(cfg.run), cfg.format, cfg.checkpoint, out, cmdline.paths(cfg.code))
 
 
-def export_run(run: Path, fmt: str, which: str = "best", out: Path | None = None) -> Path:
+def export_run(run: Path, fmt: str, which: str = "best", out: Path | None = None, code=(),
+               model=None) -> Path:  # fmt: skip
     """Export `run`'s model as `fmt` (to `out`, or beside its checkpoint), check parity, and
-    return the file written."""
-    from train import report
-    from train.checkpoint import temp_name
+    return the file written. `code`, `model`: a user's model (see train.evaluate)."""
+    from train import files, report
     from train.trained import load
 
     if fmt not in FORMATS:
@@ -47,17 +49,15 @@ def export_run(run: Path, fmt: str, which: str = "best", out: Path | None = None
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
     report.writable(out.parent if out is not None else run / "checkpoints", "the exported model",
                     f"give out=<file{Path(FORMATS[fmt]).suffix}> somewhere writable.")  # fmt: skip
-    trained = load(run, which)
+    if out is None:  # (it writes into the run dir: one holding a planted link is refused)
+        files.refuse_links_in(run)
+    trained = load(run, which, code, model)
     x = _held_out(trained)
     target = out if out is not None else report.unused_path(trained.path.parent / FORMATS[fmt])
-    tmp = temp_name(target)
-    try:
-        (_onnx if fmt == "onnx" else _torchscript)(trained, x, tmp)
-        got = (_run_onnx if fmt == "onnx" else _run_torchscript)(tmp, x)
-        _check_parity(trained, x, got, target)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    blob = (_onnx if fmt == "onnx" else _torchscript)(trained, x)
+    got = (_run_onnx if fmt == "onnx" else _run_torchscript)(blob, x)
+    _check_parity(trained, x, got, target)
+    files.write(target, blob, "the exported model")
     log.info("wrote %s (%s; agrees with PyTorch on %d held-out inputs)", target, fmt, len(x))
     return target
 
@@ -97,11 +97,10 @@ def _held_out(trained):
     from the recorded config; where it cannot be (moved, not downloaded), random inputs."""
     import torch
 
-    from train import targets
     from train.data import TensorSplit
 
     try:
-        data = targets.call("data", trained.config["data"])
+        data = trained.data()
         split = next(s for s in (data.test, data.val, data.train) if s is not None)
         raw = split.x[:HELD_OUT] if isinstance(split, TensorSplit) else torch.stack(
             [split.dataset[i][0] for i in range(min(HELD_OUT, len(split)))])  # fmt: skip
@@ -113,38 +112,49 @@ def _held_out(trained):
         return trained.normalize(raw)
 
 
-def _onnx(trained, x, path: Path) -> None:
+def _onnx(trained, x) -> bytes:
+    import warnings
+
+    import onnx_ir
     import torch
 
-    program = torch.onnx.export(
-        trained.deployable(), (x[:2],), dynamo=True, verbose=False, input_names=["input"],
-        output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )  # fmt: skip
+    with warnings.catch_warnings():  # (torch's own FutureWarnings about its internals)
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            trained.deployable(), (x[:2],), dynamo=True, verbose=False, input_names=["input"],
+            output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )  # fmt: skip
     program.model.metadata_props.update(metadata(trained))
-    program.save(str(path))
+    return onnx_ir.to_proto(program.model).SerializeToString()
 
 
-def _run_onnx(path: Path, x):
+def _run_onnx(blob: bytes, x):
     import onnxruntime
     import torch
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(blob, providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-def _torchscript(trained, x, path: Path) -> None:
+def _torchscript(trained, x) -> bytes:
+    import io
+
     import torch
 
     traced = torch.jit.trace(trained.deployable(), x[:2])
     extra = {"train.json": json.dumps(metadata(trained))}
-    torch.jit.save(traced, str(path), _extra_files=extra)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files=extra)
+    return buffer.getvalue()
 
 
-def _run_torchscript(path: Path, x):
+def _run_torchscript(blob: bytes, x):
+    import io
+
     import torch
 
     with torch.inference_mode():
-        return torch.jit.load(str(path)).eval()(x)
+        return torch.jit.load(io.BytesIO(blob)).eval()(x)
 
 
 def _check_parity(trained, x, got, target: Path) -> None:

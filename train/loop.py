@@ -287,7 +287,8 @@ def _train_epoch(loop: Loop, state: State, halt: _Halt, clock: _Clock, callbacks
         meter.load_state_dict(state.meter)
     order = epoch_order(len(loop.train.split), loop.seed, state.epoch)
     desc = f"epoch {state.epoch + 1}/{s.max_epochs}"
-    batches = track(loop.train.ordered(order, start), len(loop.train) - start, desc, s.progress)
+    batches = track(loop.train.ordered(order, start, state.epoch), len(loop.train) - start, desc,
+                    s.progress)  # fmt: skip
     checks, steps_end = _hooks(callbacks, "on_loss"), _hooks(callbacks, "on_step_end")
 
     def keep(loss: float) -> bool:

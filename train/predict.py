@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import conf
+from train import cmdline, conf, config
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -24,29 +24,37 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def main() -> None:
     conf.register()
-    run_entrypoint(_hydra_main)
+    run_entrypoint(
+        lambda: cmdline.check_argv(config.PredictConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, config.PredictConfig),
+    )
 
 
 @hydra.main(config_path=conf.CONF_DIR, config_name="predict", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
-    predict_run(Path(cfg.run), str(cfg.inputs), cfg.checkpoint, out)
+    predict_run(Path(cfg.run), str(cfg.inputs), cfg.checkpoint, out, cmdline.paths(cfg.code))
 
 
-def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = None) -> list:
-    """Predict on `inputs` with `run`'s model; the (source, prediction, probability) rows."""
+def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = None, code=(),
+                model=None) -> list:  # fmt: skip
+    """Predict on `inputs` with `run`'s model; the (source, prediction, probability) rows.
+    `code`, `model`: a user's model or data code (see train.evaluate)."""
+    from train import files as written
     from train import report
-    from train.checkpoint import temp_name
     from train.trained import load
 
     if out is not None and out.exists():
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
     if out is not None:
         report.writable(out.parent, f"out={out}", "give out= a file somewhere writable.")
-    trained = load(run, which)
-    wanted = "csv" if not trained.is_image else "image"
+    trained = load(run, which, code, model)
+    reader = _user_reader(trained)
+    wanted = "any" if reader else "csv" if not trained.is_image else "image"
     files = _expand(inputs, wanted)
-    if trained.is_image:
+    if reader is not None:
+        sources, x, skipped = _read_with(reader, files, trained)
+    elif trained.is_image:
         sources, x, skipped = _read_images(files, trained)
     else:
         sources, x = _read_tables(files, trained)
@@ -70,16 +78,38 @@ def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = 
     for src, pred, p in rows:
         print(f"{src}\t{pred}" + (f"\t{p:.4f}" if p is not None else ""))
     if out is not None:
-        tmp = temp_name(out)
-        with tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["input", "prediction", "probability"])
-            w.writerows((s, c, "" if p is None else f"{p:.6f}") for s, c, p in rows)
-        tmp.replace(out)
+        written.write(out, table(rows), "the predictions")
         log.info("wrote %s", out)
     if skipped:
         log.warning("%d of %d input file(s) skipped", len(skipped), len(files))
     return rows
+
+
+def table(rows: list) -> str:
+    """The predictions as CSV text. A cell a spreadsheet would take for a formula (a file
+    named =HYPERLINK(...).png, a class named +cmd|...) is written as text, with a leading
+    apostrophe, as OWASP advises; numbers stay numbers."""
+    import io
+
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["input", "prediction", "probability"])
+    w.writerows((inert(s), inert(c), "" if p is None else f"{p:.6f}") for s, c, p in rows)
+    return text.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(cell: str) -> str:
+    """`cell`, or `'cell` when a spreadsheet would run it as a formula (not for numbers)."""
+    if not cell.startswith(FORMULA_STARTS):
+        return cell
+    try:
+        [float(v) for v in cell.split()]  # (regression values: "-1.5" or "-1.5 2")
+        return cell
+    except ValueError:
+        return "'" + cell
 
 
 def _expand(inputs: str, wanted: str) -> list[Path]:
@@ -87,7 +117,8 @@ def _expand(inputs: str, wanted: str) -> list[Path]:
     path = Path(inputs)
     suffixes = IMAGE_SUFFIXES if wanted == "image" else {".csv"}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and (wanted == "any" or p.suffix.lower() in suffixes))  # fmt: skip
     elif path.is_file():
         files = [path]
     else:
@@ -99,6 +130,43 @@ def _expand(inputs: str, wanted: str) -> list[Path]:
             "holding such files, or a quoted glob like 'pics/*.png'."
         )
     return files
+
+
+def _user_reader(trained):
+    """The read(path) function of a run's own data code (train.usercode), or None: the file
+    runs only if the caller named it (code=...) and it is unchanged."""
+    from train import usercode
+
+    stored = trained.config["data"]
+    if stored.get("_target_") != usercode.DATA:
+        return None
+    if stored.get("reader") is None:
+        raise UserError("this run's data is your code, and it names no reader (data.reader): "
+                        "predict needs a function read(path) -> one input tensor in "
+                        "it.")  # fmt: skip
+    file = trained.consent.file_for("data", (trained.origin or {}).get("data"))
+    return usercode.attribute(file, stored["reader"], "data.code"), Path(file)
+
+
+def _read_with(reader, files: list[Path], trained):
+    """Inputs read by the run's own read(path), each checked against the model's input shape."""
+    import torch
+
+    from train import usercode
+
+    read, file = reader
+    sources, tensors, skipped = [], [], []
+    for f in files:
+        with usercode.said(file, f"in {read.__name__}({f.name!r})"):
+            x = torch.as_tensor(read(f))
+        if tuple(x.shape) != tuple(trained.meta.in_shape):
+            skipped.append(f"{f}: read as {tuple(x.shape)}; the model takes "
+                           f"{tuple(trained.meta.in_shape)}")  # fmt: skip
+            continue
+        sources.append(str(f))
+        tensors.append(x)
+    shape = (0, *trained.meta.in_shape)
+    return sources, torch.stack(tensors) if tensors else torch.empty(shape), skipped
 
 
 def _takes(trained) -> str:
@@ -124,8 +192,8 @@ def _read_images(files: list[Path], trained):
     for f in files:
         try:
             pixels = images.read(f, c, shape.background)
-        except (OSError, ValueError, SyntaxError) as e:
-            skipped.append(f"{f}: not a readable image ({type(e).__name__}: {e})")
+        except images.UNREADABLE as e:
+            skipped.append(f"{f}: not a readable image ({images.why_unreadable(e)})")
             continue
         if not shape.resize and pixels.shape[:2] != (h, w):
             skipped.append(f"{f}: {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes "

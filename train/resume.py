@@ -40,14 +40,17 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def rebuild(flags: list[str], given: list[str], where: str, compose) -> list[str]:
+def rebuild(flags: list[str], given: list[str], where: str, compose,
+            model_given: bool = False) -> list[str]:  # fmt: skip
     """The arguments that continue the run at `where`: its recorded overrides, then `given`.
-    Refused, naming each key, when they would change the run (see the module's docstring)."""
+    Refused, naming each key, when they would change the run (see the module's docstring).
+    `model_given`: train.api was handed the model (a run of an object resumes only so)."""
     from train import checkpoint, config
 
     run, path = resumed_run_dir(where), resume_checkpoint(where)
     blob = checkpoint.Checkpoint.read(path)
     stored, choices = blob.config, blob.choices or {}
+    consented(stored, blob.origin, given, run, model_given)
     swapped = [f"{group}: {choices[group]!r} -> {value!r}" for group, value in
                (o.split("=", 1) for o in given if "=" in o)
                if group in choices and str(choices[group]) != value]  # fmt: skip
@@ -60,6 +63,35 @@ def rebuild(flags: list[str], given: list[str], where: str, compose) -> list[str
     if found := changes(stored, composed):
         raise refusal(run, found)
     return [*flags, *args]
+
+
+# A run's own code files: their paths may change (a copy elsewhere), their SHA-256 may not.
+CODE_KEYS = ("model.code", "data.code")
+
+
+def consented(stored: dict, origin: dict | None, given: list[str], run: Path,
+              model_given: bool = False) -> None:  # fmt: skip
+    """A run that trained a user's code resumes only when this command line names the file
+    again (model.code=..., data.code=...) and it is the one recorded (its SHA-256): a record
+    never runs code by itself. A run of a model object (train.api) resumes only with it."""
+    from train import usercode
+
+    if (stored.get("model") or {}).get("_target_") == usercode.OBJECT and not model_given:
+        usercode.in_process(None, 0, stored["model"].get("name", "?"))  # (refused, saying so)
+    for key in CODE_KEYS:
+        group = key.split(".")[0]
+        if (stored.get(group) or {}).get("_target_") not in (usercode.MODEL, usercode.DATA):
+            continue
+        named = [o.split("=", 1)[1] for o in given if o.startswith(f"{key}=")]
+        recorded = (origin or {}).get(group)
+        if not named:
+            was = recorded["file"] if recorded else "<unrecorded>"
+            raise UserError(
+                f"resume={run} trained your {group} code, {was}; a run's record never runs code "
+                f"by itself: name it again to resume, {key}={was} (the same file, unchanged). "
+                "Nothing in the run dir was touched."
+            )
+        usercode.Consent(named[-1:]).file_for(f"{group} code", recorded)
 
 
 def resume_value(overrides: list[str]) -> str | None:
@@ -135,9 +167,15 @@ def changes(stored: dict, composed) -> list[str]:
             or not any(k.startswith(f"{group}.") for group in swapped)]  # fmt: skip
 
 
+# Keys added since runs were first recorded: a record without one had what it defaults to.
+ADDED = {"data.augment": "auto", "optim.backbone_lr_scale": 1.0, "trainer.label_smoothing": 0.0}
+
+
 def _diff(key: str, was, now, skip: set[str], out: list) -> None:
     if key in skip or key.startswith("trainer.") and key.split(".", 1)[1] in LOOSE_TRAINER:
         return
+    if key in CODE_KEYS or was == "<absent>" and key in ADDED and ADDED[key] == now:
+        return  # (a code file is checked by its SHA-256, in `consented`)
     if key == "seed" and now is None:  # seed=null: the run's drawn seed goes on
         return
     if isinstance(was, dict) and isinstance(now, dict):

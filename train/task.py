@@ -13,8 +13,14 @@ from torch import Tensor
 
 
 class Task:
-    def __init__(self, kind: str, num_classes: int | None, target_mean=None, target_std=None):
+    def __init__(self, kind: str, num_classes: int | None, target_mean=None, target_std=None,
+                 label_smoothing: float = 0.0):  # fmt: skip
+        if not 0 <= label_smoothing < 1:
+            from train.errors import UserError
+
+            raise UserError(f"trainer.label_smoothing={label_smoothing} is outside [0, 1).")
         self.kind, self.num_classes = kind, num_classes
+        self.smoothing = label_smoothing
         self.binary = kind == "classification" and num_classes == 2
         self.shift = None if target_mean is None else torch.as_tensor(target_mean).float()
         self.spread = None if target_std is None else torch.as_tensor(target_std).float()
@@ -22,9 +28,10 @@ class Task:
         self.loss_scale = 1.0 if self.spread is None else float((self.spread**2).mean())
 
     @classmethod
-    def of(cls, data) -> "Task":
+    def of(cls, data, label_smoothing: float = 0.0) -> "Task":
         """The task of a `Data` or of a checkpoint's `DataMeta`."""
-        return cls(data.task, data.num_classes, data.target_mean, data.target_std)
+        return cls(data.task, data.num_classes, data.target_mean, data.target_std,
+                   label_smoothing)  # fmt: skip
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -39,10 +46,11 @@ class Task:
                 y = (y - self.shift.to(y.device)) / self.spread.to(y.device)
             return F.mse_loss(out, y, reduction=reduction)
         if self.binary:
-            return F.binary_cross_entropy_with_logits(
-                out.squeeze(1), y.to(out.dtype), reduction=reduction
-            )
-        return F.cross_entropy(out, y, reduction=reduction)
+            target = y.to(out.dtype)
+            if self.smoothing:
+                target = target * (1 - self.smoothing) + 0.5 * self.smoothing
+            return F.binary_cross_entropy_with_logits(out.squeeze(1), target, reduction=reduction)
+        return F.cross_entropy(out, y, reduction=reduction, label_smoothing=self.smoothing)
 
     def predict(self, out: Tensor) -> Tensor:
         """Class indices for classification, values in the target's units for regression."""

@@ -25,10 +25,19 @@ class Trained:
     config: dict  # the run's resolved config
     path: Path  # the checkpoint it came from
     step: int  # the optimizer steps behind those weights
+    origin: dict | None = None  # a pretrained file, a user's code (the checkpoint's origin)
+    consent: object = None  # train.usercode.Consent: the user files the caller named
+
+    def data(self):
+        """The run's data, rebuilt from its recorded config (a user's data code: only as a
+        file the caller named, unchanged)."""
+        from train import targets
+
+        return targets.call("data", self.config["data"], self.consent, self.origin)
 
     @property
     def task(self) -> Task:
-        return Task.of(self.meta)
+        return Task.of(self.meta, self.config["trainer"].get("label_smoothing", 0.0))
 
     @property
     def is_image(self) -> bool:
@@ -67,10 +76,12 @@ class Rescaled(nn.Module):
         return self.model(x) * self.std + self.mean
 
 
-def load(run: Path, which: str = "best") -> Trained:
+def load(run: Path, which: str = "best", code=(), model=None) -> Trained:
     """The run's `which` checkpoint (best or last) in a fresh model of the recorded config,
-    built by `train.targets` (never a callable the record names outside the allowlist)."""
-    from train import targets
+    built by `train.targets` (never a callable the record names outside the allowlist). A
+    user's model file runs only if `code` names it (unchanged); a model trained from an
+    object (train.api) takes its class (or an object of it) as `model`."""
+    from train import targets, usercode
 
     if which not in ("best", "last"):
         raise UserError(f"checkpoint={which}: use best or last.")
@@ -82,7 +93,15 @@ def load(run: Path, which: str = "best") -> Trained:
         )
     blob = checkpoint.Checkpoint.read(path)
     meta = DataMeta.from_dict(blob.data)
-    model = targets.call("model", blob.config["model"], in_shape=meta.in_shape,
-                         num_outputs=meta.num_outputs)  # fmt: skip
-    checkpoint.load_model(model, blob.model, path)
-    return Trained(model.eval(), meta, blob.config, path, blob.state["step"])
+    consent = usercode.Consent(code)
+    stored = blob.config["model"]
+    if model is None:
+        net = targets.call("model", stored, consent, blob.origin, in_shape=meta.in_shape,
+                           num_outputs=meta.num_outputs)  # fmt: skip
+    elif isinstance(model, type):
+        net = usercode.build_object(model, meta.in_shape, meta.num_outputs,
+                                    stored.get("args"), None)  # fmt: skip
+    else:
+        net = model
+    checkpoint.load_model(net, blob.model, path)
+    return Trained(net.eval(), meta, blob.config, path, blob.state["step"], blob.origin, consent)

@@ -14,6 +14,9 @@ CONF = Path(conf.CONF_DIR)
 REQUIRED = {
     "data/csv": ["data.path=x.csv", "data.target=y"],
     "data/image_folder": ["data.path=pics"],
+    "data/custom": ["data.code=data.py"],
+    "model/custom": ["model.code=net.py"],
+    "model/object": ["model.name=Net"],
 }
 OPTIONS = sorted(
     p.relative_to(CONF).with_suffix("").as_posix()
@@ -38,7 +41,7 @@ def test_option_composes_and_resolves(option):
     cfg = _compose([f"{group}={name}", *REQUIRED.get(option, [])])
     cfg.hydra.runtime.choices  # noqa: B018 - composes with Hydra's own config too
     plain = OmegaConf.to_container(cfg.data, resolve=True)
-    assert plain["_target_"].startswith("train.data.")
+    assert plain["_target_"].startswith(("train.data.", "train.usercode.data"))
     if group == "experiment":
         assert cfg.expect, f"{option} must say what result it should reach (expect:)"
         assert cfg.name == name
@@ -107,3 +110,32 @@ def test_optimizers_take_torchs_fused_update_which_does_the_same_math(name):
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     torch.testing.assert_close(trained(True), trained(False), rtol=1e-6, atol=1e-7)
+
+
+def _schema_defaults(schema) -> dict:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(schema):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value is not dataclasses.MISSING and value != "???" and f.name not in {"expect"}:
+            out[f.name] = getattr(value, "value", value)  # (an Enum: its YAML spelling)
+    return out
+
+
+def test_the_schemas_defaults_are_the_yamls_where_both_set_one():
+    """A key's default lives in one place: conf/config.yaml. Where the schema carries one too
+    (train/config.py), it is the same, so reading the schema never misleads (it said 10 epochs
+    and no patience while a run got 100 and 10)."""
+    from train import config
+
+    body = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"), resolve=False)
+    pairs = [(config.Config, body, ""), (config.TrainerConfig, body["trainer"], "trainer."),
+             (config.PathsConfig, body["paths"], "paths.")]  # fmt: skip
+    differ = []
+    for schema, yaml, prefix in pairs:
+        for key, value in _schema_defaults(schema).items():
+            if not isinstance(yaml.get(key), dict) and yaml.get(key, value) != value:
+                differ.append(f"{prefix}{key}: schema {value!r}, YAML {yaml[key]!r}")
+    assert not differ, differ
+    assert set(config.TrainerConfig.__dataclass_fields__) == set(body["trainer"])
