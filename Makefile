@@ -11,11 +11,13 @@ RUN := $(UV) run --frozen
 # Compile .pyc files at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE is set
 # (or site-packages is read-only) every start would recompile torch from source (~4 s here).
 export UV_COMPILE_BYTECODE := 1
+export NO_MKDOCS_2_WARNING := 1  # (MkDocs Material's banner about its successor, on every build)
 COMPOSE := docker compose
 
 .PHONY: volumes .env build-cuda
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp train-multinode shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export slurm-up slurm-down
+        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export slurm-up slurm-down \
+        jupyter jupyter-local notebooks-strip bench-augment bench-startup docs docs-serve sbom
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -27,18 +29,20 @@ help: ## List the targets
 	@docker/env.sh
 
 volumes:  # made by you before any container runs, not by the Docker daemon as root
-	@mkdir -p runs data
-	@if [ -n "$${SUDO_UID:-}" ]; then chown "$$SUDO_UID:$$SUDO_GID" runs data; fi
+	@mkdir -p runs data code notebooks
+	@if [ -n "$${SUDO_UID:-}" ]; then chown "$$SUDO_UID:$$SUDO_GID" runs data code notebooks; fi
 
+# What run.json records of the image: the commit it was built from and when.
+BUILD_ENV = GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) IMAGE_CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
 # The project's images a rebuild replaced (dangling, labelled ours) are removed after it.
 PRUNE := docker image prune -f --filter label=io.train.project=train >/dev/null
 
 build: .env volumes ## Build the CPU image and the TensorBoard image
-	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) build train tensorboard
+	$(BUILD_ENV) $(COMPOSE) build train tensorboard
 	@$(PRUNE)
 
 build-cuda: .env volumes ## Build the CUDA image (GPU hosts; see compose.gpu.yaml)
-	GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) $(COMPOSE) --profile cuda build train-cuda
+	$(BUILD_ENV) $(COMPOSE) --profile cuda build train-cuda
 	@$(PRUNE)
 
 train: .env volumes ## Train in the CPU image: make train ARGS="model=cnn data=digits"
@@ -58,8 +62,8 @@ train-multinode: .env volumes ## Two containers as two torchrun nodes: make trai
 evaluate: .env volumes ## Score a run's best checkpoint: make evaluate RUN_DIR=/runs/digits_mlp/<time>
 	$(COMPOSE) run --rm train python -m train.evaluate run=$(RUN_DIR)
 
-data: .env volumes ## Download a data set into ./data once: make data DATA=mnist
-	$(COMPOSE) run --rm train-fetch data=$(DATA)
+data: .env volumes ## Download a data set (and weights) into ./data once: make data DATA=mnist WEIGHTS=resnet18
+	$(COMPOSE) run --rm train-fetch data=$(DATA) $(if $(WEIGHTS),weights=$(WEIGHTS))
 
 doctor: .env volumes ## Check GPU, shared memory, volumes and disk in the image
 	$(COMPOSE) run --rm train-doctor
@@ -73,6 +77,10 @@ export: .env volumes ## Export a run's model to ONNX, checked against PyTorch: m
 
 tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (its own small image; Ctrl-C stops)
 	$(COMPOSE) up tensorboard
+
+jupyter: .env volumes ## JupyterLab on ./notebooks at http://127.0.0.1:8888 (the token: in .env; Ctrl-C stops)
+	@echo "JupyterLab: http://127.0.0.1:8888/lab?token=$$(grep '^JUPYTER_TOKEN=' .env | cut -d= -f2)"
+	$(COMPOSE) up jupyter
 
 shell: .env volumes ## A shell in the CPU image, with ./data and ./runs mounted
 	$(COMPOSE) run --rm train bash
@@ -97,8 +105,21 @@ bench-labs: venv ## Benchmark the course's tabular labs against the same steps b
 bench-tune: venv ## Benchmark the search: pruned vs unpruned vs a grid sweep to 95% (~5 min)
 	$(RUN) python -m bench.tune $(ARGS)
 
+bench-augment: venv ## Benchmark data.augment: none vs flip_crop vs trivialaugment at CNN@256 (~4 min)
+	$(RUN) python -m bench.augment $(ARGS)
+
+bench-startup: venv ## Benchmark start-up and exit against a hand-written script, per course lab (~3 min)
+	$(RUN) python -m bench.startup $(ARGS)
+
 train-local: venv ## Train natively: make train-local ARGS="model=cnn data=digits"
 	$(RUN) python -m train $(ARGS)
+
+jupyter-local: venv ## JupyterLab natively on ./notebooks (runs into ./runs, data from ./data)
+	TRAIN_RUNS_DIR=$(CURDIR)/runs TRAIN_DATA_DIR=$(CURDIR)/data $(RUN) jupyter lab \
+		--ip=127.0.0.1 --port=8888 --notebook-dir=notebooks
+
+notebooks-strip: venv ## Strip outputs from notebooks/*.ipynb (a test refuses committed outputs)
+	$(RUN) jupyter nbconvert --log-level=WARN --clear-output --inplace notebooks/*.ipynb
 
 tensorboard-local: venv ## Serve ./runs natively at http://127.0.0.1:6006
 	$(RUN) tensorboard --logdir runs --host 127.0.0.1 --port 6006
@@ -111,6 +132,17 @@ test-slow: venv ## The slow tier: tests that start processes (CLI, torchrun, kil
 
 test-docker: venv ## Build and run the images on a real Docker engine (docker tier)
 	$(RUN) pytest -m docker $(PYTEST_ARGS)
+
+SBOM ?= sbom.json
+sbom: venv ## Write sbom.json: the venv's packages as a CycloneDX SBOM (each image has /app/sbom.json)
+	$(RUN) cyclonedx-py environment --pyproject pyproject.toml --output-reproducible --of JSON \
+		-o $(SBOM) .venv/bin/python
+
+docs: venv ## Build the docs site into site/ (MkDocs Material, --strict: a broken link fails it)
+	$(RUN) mkdocs build --strict
+
+docs-serve: venv ## Serve the docs site at http://127.0.0.1:8000, rebuilt as you edit
+	$(RUN) mkdocs serve -a 127.0.0.1:8000
 
 lint: venv ## ruff: lint and format check
 	$(RUN) ruff check train tests bench hydra_plugins

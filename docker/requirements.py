@@ -1,13 +1,15 @@
 """Split the lock's export into the requirement files each image stage installs, hashes kept.
 
-    python3 docker/requirements.py uv.lock export.txt test-export.txt OUT_DIR FLAVOR
+    python3 docker/requirements.py uv.lock export.txt test-export.txt notebook-export.txt \
+        OUT_DIR FLAVOR
 
-export.txt is `uv export --frozen --no-emit-project --no-dev` (hashed), test-export.txt the same
-with `--group test`. Written to OUT_DIR:
+export.txt is `uv export --frozen --no-emit-project --no-dev` (hashed), test-export.txt and
+notebook-export.txt the same with `--group test` and `--group notebook`. Written to OUT_DIR:
   torch.txt        torch, torchvision and their CUDA wheels (nvidia-*, cuda-*; triton for
                    FLAVOR=cuda only: the CPU image cannot use it, 0.7 GB)
   rest.txt         every other runtime package
   test.txt         what the tests add (pytest, hypothesis and theirs)
+  notebook.txt     what JupyterLab and the notebooks add (the jupyter image)
   tensorboard.txt  TensorBoard and its dependencies alone (the TensorBoard image)
   torch-pins.txt   `torch==X` and `torchvision==Y`, for installing from another index
 """
@@ -48,10 +50,11 @@ def closure(lock: dict, root: str) -> set[str]:
     return seen
 
 
-def main(lock_path, export_path, test_path, out_dir, flavor) -> None:
+def main(lock_path, export_path, test_path, notebook_path, out_dir, flavor) -> None:
     lock = tomllib.loads(Path(lock_path).read_text())
     runtime = entries(Path(export_path).read_text())
     with_test = entries(Path(test_path).read_text())
+    with_notebook = entries(Path(notebook_path).read_text())
     is_torch = [n for n in runtime if n in TORCH or n.startswith(TORCH_PREFIXES)]
     torch = [n for n in is_torch if flavor == "cuda" or n != "triton"]
     tensorboard = [n for n in sorted(closure(lock, "tensorboard")) if n in runtime]
@@ -59,6 +62,7 @@ def main(lock_path, export_path, test_path, out_dir, flavor) -> None:
         "torch.txt": [e for n in torch for e in runtime[n]],
         "rest.txt": [e for n, es in runtime.items() if n not in is_torch for e in es],
         "test.txt": [e for n, es in with_test.items() if n not in runtime for e in es],
+        "notebook.txt": [e for n, es in with_notebook.items() if n not in runtime for e in es],
         "tensorboard.txt": [e for n in tensorboard for e in runtime[n]],
         "torch-pins.txt": [runtime[n][0].splitlines()[0].split(" ;")[0].rstrip(" \\")
                            for n in ("torch", "torchvision")],  # fmt: skip

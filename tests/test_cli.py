@@ -96,8 +96,9 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, code, needles",
     [
-        (["model=nope"], 1, ["Could not find 'model/nope'", "cnn", "mlp", "softmax"]),
-        (["trainer.max_epoch=3"], 1, ["max_epoch"]),
+        (["model=nope"], 2, ["'nope' is not an option of model", "cnn", "mlp", "softmax"]),
+        (["trainer.max_epoch=3"], 2, ["unknown key 'trainer.max_epoch'; did you mean "
+                                      "'trainer.max_epochs'?"]),  # fmt: skip
         (
             ["data=digits", "trainer.device=cuda"],
             2,
@@ -136,13 +137,16 @@ def test_errors_say_what_and_exit_nonzero_leaving_nothing(cli, tmp_path, args, c
     for needle in needles:
         assert needle in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
-    assert not list((tmp_path / "runs").rglob("*.*")), "bad input left files behind"
+    assert not list((tmp_path / "runs").rglob("*")), "bad input left files or folders behind"
 
 
-def test_missing_torchvision_data_offline(cli, tmp_path):
-    out = cli("data=mnist", "data.download=false", f"paths.data_dir={tmp_path / 'empty'}")
+@pytest.mark.parametrize("download", ["false", "true"])  # (true: no network here, it fails)
+def test_missing_torchvision_data_offline(cli, tmp_path, download):
+    out = cli("data=mnist", f"data.download={download}", f"paths.data_dir={tmp_path / 'empty'}")
     assert out.returncode == 2
     assert str(tmp_path / "empty") in out.stderr and "data=digits" in out.stderr
+    # a failed start leaves neither torchvision's empty MNIST/raw nor an empty runs/<name>
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "runs").exists()
 
 
 def test_csv_errors(cli, tmp_path):

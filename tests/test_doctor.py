@@ -8,12 +8,26 @@ import torch
 from train import doctor, fetch
 
 
-def test_gpu_on_a_cpu_machine_explains_why(monkeypatch):
+@pytest.mark.parametrize(
+    "cuda, needle, fix",
+    [(None, "is a CPU-only build", "use the CUDA image"),
+     ("12.8", "built for CUDA 12.8, but no NVIDIA driver is visible", "install the NVIDIA driver")],
+)  # fmt: skip
+def test_gpu_on_a_cpu_machine_explains_why(monkeypatch, cuda, needle, fix):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
     monkeypatch.setattr(doctor, "driver_version", lambda: None)
     monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
     c = doctor.gpu()
-    assert c.status == "warn" and ("no NVIDIA driver" in c.detail or "CPU-only" in c.detail)
+    assert c.status == "warn" and needle in c.detail and fix in c.fix
+
+
+def test_a_typo_or_a_bad_value_is_one_paragraph_exit_2(cli):
+    done = cli("modle=cnn", module="train.doctor")
+    assert done.returncode == 2 and "did you mean 'model'?" in done.stderr, done.stderr
+    done = cli("trainer.max_epochs=many", module="train.doctor")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "'many' of type 'str' could not be converted to Integer" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,9 @@ def failures_said(sweep_dir: str, executor: str = "slurm"):
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     try:
-        yield
-    except UserError as e:  # a signal (train.signals.until_training): the jobs go on
+        with signals.raising():
+            yield
+    except UserError as e:  # a signal: the jobs go on
         if e.code not in (130, 143):
             raise
         raise UserError(_left(signal.Signals(e.code - 128).name, sweep_dir, executor),

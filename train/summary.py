@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from train import files
+
 
 def table(model: nn.Module, in_shape) -> str:
     """One row per leaf layer (name, type, output shape, parameters), then the totals."""
@@ -57,7 +59,7 @@ def describe(model: nn.Module, in_shape, run_dir: Path, writer) -> None:
     """The model's summary into the log, summary.txt and TensorBoard's TEXT tab."""
     text = table(model, in_shape)
     logging.getLogger("train").info("model:\n%s", text)
-    (run_dir / "summary.txt").write_text(text + "\n")
+    files.write(run_dir / "summary.txt", text + "\n", sync=False)
     writer.add_text("viz/model summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
 
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         models.check_fits(model, data.task, data.num_classes)
         print(table(model, data.in_shape))
 
-    run_entrypoint(show)
+    run_entrypoint(show, usage=__doc__)
 
 
 if __name__ == "__main__":

@@ -307,11 +307,11 @@ def compose(overrides: list[str], hydra: bool = False):
 def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
     """`python -m train overrides...` into `run_dir`, in this process; the monitored value of
     its best weights. Its log also goes to run_dir/train.log, as Hydra's would."""
-    from train import app, rundir
+    from train import app, files, rundir
 
     rundir.forget()
     cfg = compose(overrides, hydra=True)
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = files.LogFile(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
@@ -484,7 +484,7 @@ def main(argv: list[str]) -> None:
 
 def cli() -> None:
     """The console script (pyproject's [project.scripts]) and `python -m train.tune`."""
-    run_entrypoint(lambda: main(sys.argv[1:]))
+    run_entrypoint(lambda: main(sys.argv[1:]), usage=__doc__)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "train"
 # The commands, in one place: pyproject's [project.scripts] (module:function).
 SCRIPTS = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
-# Modules with a command (doctor and summary are building blocks with one too); everything
-# else is a building block.
-COMMANDS = {"__main__"} | {t.split(":")[0].removeprefix("train.") for t in SCRIPTS.values()} - {
+# Modules with a command (doctor and summary are building blocks with one too), and train.api
+# (the commands' door for notebooks and scripts); everything else is a building block.
+COMMANDS = {"__main__", "app", "api"} | {
+    t.split(":")[0].removeprefix("train.") for t in SCRIPTS.values()
+} - {
     "doctor",
     "summary",
 }
@@ -81,7 +83,7 @@ def test_every_command_is_a_script_taking_no_arguments():
         p.stem for p in PACKAGE.glob("*.py") if 'if __name__ == "__main__"' in p.read_text()
     }
     listed = {t.split(":")[0].removeprefix("train.") for t in SCRIPTS.values()}
-    assert runnable | {"app"} == listed  # (app runs as python -m train, through __main__)
+    assert runnable == listed  # (train: train.__main__, which sets up signals, then train.app)
     for target in SCRIPTS.values():
         module, name = target.split(":")
         function = getattr(importlib.import_module(module), name)
