@@ -1,4 +1,8 @@
-"""Device choice: `auto`, `cpu`, `cuda` or `cuda:N`, with the reason said out loud."""
+"""Device choice: `auto`, `cpu`, `cuda[:N]`, `mps` or `xpu[:N]`, with the reason said out loud.
+
+`auto` takes CUDA (or ROCm, which torch drives as CUDA) when it is usable, else the accelerator
+this torch was built for (torch.accelerator: Apple's MPS, Intel's XPU) when it is usable, else
+the CPU, saying why it fell back."""
 
 import re
 
@@ -6,7 +10,34 @@ import torch
 
 from train.errors import UserError
 
-VALID = "auto, cpu, cuda or cuda:N"
+VALID = "auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
+NAMES = {"cuda": "CUDA", "mps": "Apple's MPS", "xpu": "Intel's XPU"}
+
+
+def accelerator() -> str | None:
+    """The accelerator to train on when one is usable now: cuda, else the one torch was built
+    for (torch.accelerator) among mps and xpu; None for none."""
+    if torch.cuda.is_available():
+        return "cuda"
+    built = torch.accelerator.current_accelerator()
+    if built is not None and built.type in ("mps", "xpu") and usable(built.type):
+        return built.type
+    return None
+
+
+def usable(kind: str) -> bool:
+    if kind == "mps":
+        return torch.backends.mps.is_available()
+    return getattr(torch, kind).is_available()
+
+
+def name(device: torch.device) -> str:
+    """The device's model, as its torch module names it."""
+    if device.type == "mps":
+        return torch.backends.mps.get_name()
+    if device.type in ("cuda", "xpu"):
+        return getattr(torch, device.type).get_device_name(device.index or 0)
+    return "CPU"
 
 
 def choose(
@@ -28,21 +59,22 @@ def choose(
             )
         index = slot % count
         why = "torchrun local rank" if not shared else "sweep job"
-        name = torch.cuda.get_device_name(index)
-        return torch.device("cuda", index), f"{requested}: {why} {slot} -> cuda:{index} ({name})"
+        gpu = torch.cuda.get_device_name(index)
+        return torch.device("cuda", index), f"{requested}: {why} {slot} -> cuda:{index} ({gpu})"
     if slot is not None and not shared and re.fullmatch(r"cuda:\d+", requested):
         raise UserError(
             f"trainer.device={requested} pins every torchrun rank to one GPU; under torchrun each "
             "rank takes the GPU of its local rank: use trainer.device=auto (or cuda)."
         )
     if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device(
-                "cuda"
-            ), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})"
+        if kind := accelerator():
+            device = torch.device(kind)
+            return device, f"auto: {NAMES[kind]} is available ({name(device)})"
         return torch.device("cpu"), f"auto: no CUDA device, falling back to CPU ({_why_no_cuda()})"
     if requested == "cpu":
         return torch.device("cpu"), "requested"
+    if re.fullmatch(r"mps|xpu(:\d+)?", requested):
+        return _other(requested)
     if not re.fullmatch(r"cuda(:\d+)?", requested):
         raise UserError(f"trainer.device={requested!r} is not a device; use one of {VALID}.")
     if not torch.cuda.is_available():
@@ -59,6 +91,26 @@ def choose(
             f"(cuda:0 .. cuda:{count - 1})."
         )
     return device, f"requested ({torch.cuda.get_device_name(device)})"
+
+
+def _other(requested: str) -> tuple[torch.device, str]:
+    """trainer.device=mps, xpu or xpu:N, where this torch and machine have it."""
+    device = torch.device(requested)
+    kind = device.type
+    built = torch.accelerator.current_accelerator()
+    if not usable(kind):
+        built_for = built.type if built is not None else None
+        why = (f"this torch {torch.__version__} is built for {NAMES.get(built_for, built_for)}"
+               if built_for != kind else f"torch sees no {NAMES[kind]} device")  # fmt: skip
+        raise UserError(
+            f"trainer.device={requested} was requested but {NAMES[kind]} is not usable here "
+            f"({why}). Use trainer.device=auto to take what there is, or cpu."
+        )
+    count = 1 if kind == "mps" else torch.xpu.device_count()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"trainer.device={requested} does not exist: {count} {NAMES[kind]} "
+                        f"device(s) are visible ({kind}:0 .. {kind}:{count - 1}).")  # fmt: skip
+    return device, f"requested ({name(device)})"
 
 
 def cpu_budget() -> tuple[int, str]:

@@ -1,6 +1,7 @@
-"""`python -m train.reproduce <run dir>`: train a finished run again from its records and say
-whether the final weights and metrics match, bit for bit. Exit 0 on a match; 1 with a short
-diff, which says first when the data the run trained on has changed since.
+"""`python -m train.reproduce <run dir> [code=<your file> ...]`: train a finished run again from
+its records and say whether the final weights and metrics match, bit for bit (a run of your own
+model or data file replays only with that file named again in code=, unchanged). Exit 0 on a
+match; 1 with a short diff, which says first when the data the run trained on has changed since.
 
 Every invocation is replayed in order: run.json's overrides (with the seed the run used), then
 each resume's (run-1.json, ...) as a resume of the new run, in a temporary runs dir. The
@@ -17,15 +18,17 @@ from train import record
 from train.errors import UserError, run_entrypoint
 from train.resume import checked_overrides
 
-SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=")
+SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=", "model.code=", "data.code=")
 
 
-def replay(run: Path, scratch: Path) -> Path:
-    """Train again from `run`'s records into `scratch`; the new run dir."""
+def replay(run: Path, scratch: Path, code=()) -> Path:
+    """Train again from `run`'s records into `scratch`; the new run dir. A run of a user's
+    code replays only with the file named again in `code`, unchanged (train.usercode)."""
     recs = record.read_all(run)
     first = recs[0]
     data_dir = Path(first.cwd or ".") / first.config["paths"]["data_dir"]
-    fixed = [f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}", "trainer.progress=lines"]
+    fixed = [f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}", "trainer.progress=lines",
+             *_user_code(first, code)]  # fmt: skip
     new = None
     for n, rec in enumerate(recs):
         args = [o for o in checked_overrides(rec.overrides, f"run record {n}")
@@ -34,6 +37,18 @@ def replay(run: Path, scratch: Path) -> Path:
         _train([*args, *start, *fixed], rec.cwd)
         new = new or _the_run(scratch)
     return new
+
+
+def _user_code(first, code) -> list[str]:
+    """model.code=... / data.code=... for the files `code` names that are the run's own."""
+    from train import usercode
+
+    consent, out = usercode.Consent(code), []
+    for group in ("model", "data"):
+        if (first.config.get(group) or {}).get("_target_") in (usercode.MODEL, usercode.DATA):
+            file = consent.file_for(f"{group} code", (first.origin or {}).get(group))
+            out.append(f"{group}.code={Path(file).resolve()}")
+    return out
 
 
 def _train(args: list[str], cwd: str | None) -> None:
@@ -50,6 +65,34 @@ def _train(args: list[str], cwd: str | None) -> None:
 def _the_run(scratch: Path) -> Path:
     (new,) = {p.parent.parent for p in scratch.rglob("checkpoints/last.pt")}
     return new
+
+
+# What made a result, as run.json records it: where the re-run's differs, reproduce says so
+# before it compares numbers (a different torch or CPU may round differently).
+PROVENANCE = {
+    "python": ("versions", "python"), "torch": ("versions", "torch"),
+    "torchvision": ("versions", "torchvision"), "CUDA": ("versions", "cuda"),
+    "cuDNN": ("versions", "cudnn"), "uv.lock": ("lock", "sha256"), "image": ("image", "name"),
+    "image commit": ("image", "git_commit"), "image built": ("image", "created"),
+    "CPU": ("host", "cpu"), "GPUs": ("host", "gpus"),
+    "deterministic algorithms": ("deterministic", "algorithms"),
+    "cuDNN benchmark": ("deterministic", "cudnn_benchmark"),
+}  # fmt: skip
+
+
+def environment_changes(a: Path, b: Path) -> str | None:
+    """One line naming what of PROVENANCE differs between run `a`'s first record and run `b`'s
+    (the original and its re-run); None when nothing does."""
+    ra, rb = record.read_all(a)[0].to_dict(), record.read_all(b)[0].to_dict()
+    changed = []
+    for name, (part, key) in PROVENANCE.items():
+        was, now = (ra.get(part) or {}).get(key), (rb.get(part) or {}).get(key)
+        if was != now:
+            short = [v[:12] if name == "uv.lock" and v else v for v in (was, now)]
+            changed.append(f"{name} {short[0]} -> {short[1]}")
+    if not changed:
+        return None
+    return f"the environment differs from the original run's: {'; '.join(changed)}"
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -100,14 +143,19 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def main(argv: list[str]) -> int:
+    code = [a.split("=", 1)[1] for a in argv if a.startswith("code=")]
+    argv = [a for a in argv if not a.startswith("code=")]
     if len(argv) != 1:
-        raise UserError("usage: python -m train.reproduce <run dir>")
+        raise UserError("usage: python -m train.reproduce <run dir> [code=<your file> ...]")
     run = Path(argv[0])
     if not (run / "metrics.json").is_file():
         raise UserError(f"{run} is not a finished run (no metrics.json).")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
         print(f"re-running {run} ({len(record.read_all(run))} invocation(s)) ...", flush=True)
-        diffs = differences(run, replay(run, Path(scratch)))
+        rerun = replay(run, Path(scratch), code)
+        if changed := environment_changes(run, rerun):
+            print(changed, flush=True)
+        diffs = differences(run, rerun)
     if not diffs:
         print("match: final weights and metrics are identical")
         return 0
@@ -119,7 +167,7 @@ def main(argv: list[str]) -> int:
 
 def cli() -> None:
     """The console script (pyproject's [project.scripts]) and `python -m train.reproduce`."""
-    run_entrypoint(lambda: main(sys.argv[1:]))
+    run_entrypoint(lambda: main(sys.argv[1:]), usage=__doc__)
 
 
 if __name__ == "__main__":
