@@ -325,12 +325,14 @@ def _build(model_name: str, batch: int, samples: int, device):
     import torch
     from hydra.utils import instantiate
 
+    from train.build import optimizer
+
     cfg = _compose([*_overrides(model_name, batch, samples), "optim.fused=false"])
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)
     model.to(device)
-    return cfg, data, model, instantiate(cfg.optim)(model.parameters())
+    return cfg, data, model, optimizer(cfg.optim, model)
 
 
 def _timed(model, opt, batches, device) -> dict:
