@@ -89,7 +89,8 @@ class StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.agreed = False  # every rank knows of the signal: stop at this step
-        self._at = 0.0  # when the first signal came (time.monotonic)
+        self._first = 0.0  # when the first signal reached the process (time.monotonic)
+        self._arrivals: Arrivals | None = None
         self._previous: dict = {}
 
     def __bool__(self) -> bool:
@@ -119,9 +120,13 @@ class StopRequest:
             return self  # (only the main thread takes signals: a script's worker thread)
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._arrivals = Arrivals.watch()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._arrivals is not None:
+            self._arrivals.close()
+            self._arrivals = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
@@ -129,8 +134,60 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         import time
 
-        if self.signum is not None and time.monotonic() - self._at >= SAME_REQUEST_S:
+        now = time.monotonic()
+        arrived = self._arrivals.since_last() if self._arrivals is not None else []
+        if self.signum is None:
+            self.signum, self._first = signum, min(arrived, default=now)
+            return
+        # (a copy's arrival, or the first's recorded late: then the handler's own time)
+        latest = max((t for t in arrived if t > self._first), default=now)
+        if latest - self._first >= SAME_REQUEST_S:
             signal.signal(signum, signal.SIG_DFL)  # asked twice: stop now
             signal.raise_signal(signum)
-        if self.signum is None:
-            self.signum, self._at = signum, time.monotonic()
+
+
+class Arrivals:
+    """When signals reached the process, as its C-level handler saw them: Python runs a
+    handler only once the main thread is back in the interpreter, and a step's long torch op or
+    a checkpoint's fsync would make a relayed copy, a moment after the first, look like a
+    second request. A thread reads the wakeup fd, to which that C handler writes at once."""
+
+    def __init__(self, read: int, write: int):
+        import threading
+
+        self._read, self._write = read, write
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="signal-arrivals", daemon=True).start()
+
+    @classmethod
+    def watch(cls) -> "Arrivals | None":
+        """Start watching, unless the process already has a wakeup fd (an asyncio loop's)."""
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        if previous != -1:
+            signal.set_wakeup_fd(previous)  # (not ours to take: put it back)
+            os.close(read)
+            os.close(write)
+            return None
+        return cls(read, write)
+
+    def since_last(self) -> list[float]:
+        """The arrival times recorded since the last call."""
+        with self._lock:
+            times, self._times = self._times, []
+        return times
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self._write)  # (the reader sees the end of the pipe and stops)
+
+    def _run(self) -> None:
+        import time
+
+        while data := os.read(self._read, 64):
+            now = time.monotonic()
+            with self._lock:
+                self._times += [now for signum in data if signum in SIGNALS]
+        os.close(self._read)

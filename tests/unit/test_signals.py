@@ -1,7 +1,10 @@
 """The stop request: one request however many times a relay passes it on, and a second one,
 asked for later, that stops at once."""
 
+import hashlib
+import os
 import signal
+import threading
 import time
 
 from train import signals
@@ -24,6 +27,37 @@ def test_a_signal_relayed_twice_is_one_request_and_a_later_one_stops_at_once(mon
         assert raised == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def busy_in_c(seconds: float) -> float:
+    """Keep the main thread inside one C call (GIL released, as a torch op's or an fsync's) for
+    about `seconds`: Python runs no signal handler until it returns. How long it took."""
+    start = time.monotonic()
+    hashlib.pbkdf2_hmac("sha256", b"x", b"y", 20_000)
+    per_round = (time.monotonic() - start) / 20_000
+    start = time.monotonic()
+    hashlib.pbkdf2_hmac("sha256", b"x", b"y", max(1, int(seconds / per_round)))
+    return time.monotonic() - start
+
+
+def test_a_copy_handled_late_is_still_the_same_request(monkeypatch):
+    """The relay's copy arrives 20 ms after the first but its handler runs only once the main
+    thread leaves a long C call: it is the same request, judged by when it arrived. Then a
+    request made later, with the main thread free, stops at once."""
+    monkeypatch.setattr(signals, "SAME_REQUEST_S", 0.3)
+    raised = []
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+    pid = os.getpid()
+    with signals.StopRequest() as stop:
+        os.kill(pid, signal.SIGINT)  # (handled as os.kill returns)
+        assert stop.signum == signal.SIGINT
+        threading.Timer(0.02, os.kill, (pid, signal.SIGINT)).start()
+        assert busy_in_c(1.0) >= 0.6  # the copy's handler runs here, 0.6 s and more late
+        assert raised == []
+        time.sleep(0.05)
+        os.kill(pid, signal.SIGINT)  # asked again, 0.6 s and more after the first
+        assert raised == [signal.SIGINT]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_until_training_handlers_are_marked_so_after_training_replaces_only_ours():
