@@ -89,3 +89,24 @@ def test_fetch_fills_the_cache(data_dir, tmp_path, capsys):
     assert (root / "MNIST" / "tensors-train.pt").is_file() and "ready in" in capsys.readouterr().out
     fetch.main(["data=digits", f"paths.data_dir={root}"])
     assert (root / "digits" / "tensors.pt").is_file()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["trainer.max_epochs=many"], "trainer.max_epochs=many: Value 'many' of type 'str' could "
+                                  "not be converted to Integer."),
+    (["data=csv"], "these values are needed and not given: data.path, e.g. data.path=my.csv"),
+])  # fmt: skip
+def test_fetch_and_summary_refuse_a_bad_or_missing_value_in_one_paragraph(
+    tmp_path, capsys, argv, said
+):
+    """A CSV's data.path left out was a traceback and exit 1 from both."""
+    from train import summary
+    from train.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        fetch.main([*argv, f"paths.data_dir={tmp_path}"])
+    assert str(e.value).startswith(said)
+    with pytest.raises(SystemExit) as e:
+        summary.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"error: {said}" in err and "Traceback" not in err

@@ -81,12 +81,7 @@ def _rebuilt(argv: list[str]) -> list[str]:
 
 def _compose(overrides: list[str]) -> DictConfig:
     """The job config these overrides give, composed without running anything."""
-    from hydra.errors import HydraException
-
-    try:
-        return conf.compose(overrides)
-    except HydraException as e:
-        raise UserError(f"the run's config cannot be rebuilt: {' '.join(str(e).split())}") from None
+    return conf.checked(overrides, doing="the run's config cannot be rebuilt")
 
 
 @hydra.main(config_path=conf.CONF_DIR, config_name="config", version_base="1.3")
@@ -216,12 +211,6 @@ def _stopped(stop, interrupted: bool, state, run_dir: Path):
     sys.exit(stop.exit_code)
 
 
-# What a value left as ??? in conf/ looks like when given: shown in the error.
-EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an image folder)",
-            "data.target": "data.target=label (the CSV column to predict; [a,b]: several "
-                           "numeric ones)"}  # fmt: skip
-
-
 def check(cfg: DictConfig) -> list[tuple[str, str, float]]:
     """What the schema alone cannot catch, before any work: values left to the user (???),
     keys no schema knows (added with +), and `expect:` lines; the parsed expectations."""
@@ -229,12 +218,7 @@ def check(cfg: DictConfig) -> list[tuple[str, str, float]]:
         else None  # fmt: skip
     if path is not None and not Path(path).exists():  # (before asking for data.target)
         raise UserError(not_found("data.path", path))
-    if missing := config.missing_keys(cfg):
-        wanted = "; ".join(f"{k}, e.g. {EXAMPLES.get(k, k + '=...')}" for k in missing)
-        raise UserError(
-            f"{'these values are' if len(missing) > 1 else 'a value is'} needed and not given: "
-            f"{wanted}. Add {'them' if len(missing) > 1 else 'it'} to the command line."
-        )
+    config.require_given(cfg)
     if unknown := config.unknown_keys(cfg):
         raise UserError(
             f"no such config key: {', '.join(unknown)}. A key added with + is not checked by "

@@ -434,6 +434,24 @@ def missing_keys(cfg) -> list[str]:
     return sorted(key for key, node in nodes(cfg) if node._is_missing())
 
 
+# What a value left as ??? in conf/ looks like when given: shown in the error.
+EXAMPLES = {"data.path": "data.path=my.csv (a CSV file) or data.path=pics (an image folder)",
+            "data.target": "data.target=label (the CSV column to predict; [a,b]: several "
+                           "numeric ones)"}  # fmt: skip
+
+
+def require_given(cfg) -> None:
+    """Every value left to the user (`???`) is given; else one paragraph naming them, exit 2."""
+    from train.errors import UserError
+
+    if missing := missing_keys(cfg):
+        wanted = "; ".join(f"{k}, e.g. {EXAMPLES.get(k, k + '=...')}" for k in missing)
+        raise UserError(
+            f"{'these values are' if len(missing) > 1 else 'a value is'} needed and not given: "
+            f"{wanted}. Add {'them' if len(missing) > 1 else 'it'} to the command line."
+        )
+
+
 def unknown_keys(cfg) -> list[str]:
     """Keys no schema knows (added with `+`, as Hydra suggests for a misspelt key), each with
     the closest valid key: `+trainer.max_epoch=3` would run with the typo ignored."""

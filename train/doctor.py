@@ -174,19 +174,12 @@ def warnings(data_dir: Path, num_workers: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     from train import cmdline, conf, config
-    from train.errors import UserError, plain
 
     cmdline.check(argv, config.Config, Path(conf.CONF_DIR) / "config.yaml")
-    try:
-        cfg = conf.compose(argv)
-    except (HydraException, OmegaConfBaseException) as e:
-        why = plain(e.__cause__).split(" full_key:")[0] if e.__cause__ else plain(e)
-        raise UserError(f"{' '.join(argv)}: {why}.") from None
+    cfg = conf.checked(argv)
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
     checks = [
         gpu(),

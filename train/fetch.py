@@ -11,21 +11,17 @@ from train.errors import UserError, run_entrypoint
 
 
 def main(argv: list[str]) -> None:
-    from hydra.errors import HydraException
-
     from train import cmdline, conf, config, targets
 
     wanted = [a.split("=", 1)[1] for a in argv if a.startswith("weights=")]
     rest = [a for a in argv if not a.startswith("weights=")]
     cmdline.check(rest, config.Config, Path(conf.CONF_DIR) / "config.yaml")
-    try:
-        cfg = conf.compose(rest)
-    except HydraException as e:
-        raise UserError(" ".join(str(e).split())) from None
+    cfg = conf.checked(rest)
     for spec in wanted:
         print(f"ready: {weights(spec, cfg.paths.torch_home)}")
     if wanted and not any(a.startswith("data=") for a in rest):
         return
+    config.require_given(cfg)
     extra = {"download": True} if "download" in cfg.data else {}
     data = targets.instantiate("data", cfg.data, **extra)
     sizes = ", ".join(

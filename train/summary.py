@@ -65,18 +65,12 @@ def describe(model: nn.Module, in_shape, run_dir: Path, writer) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m train.summary <overrides>`: the summary of the model the config describes."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from train import conf, models, targets
-    from train.errors import UserError, run_entrypoint
+    from train import conf, config, models, targets
+    from train.errors import run_entrypoint
 
     def show():
-        overrides = list(sys.argv[1:] if argv is None else argv)
-        try:
-            cfg = conf.compose(overrides)
-        except (HydraException, OmegaConfBaseException) as e:
-            raise UserError(f"{' '.join(overrides)}: {e}") from None
+        cfg = conf.checked(list(sys.argv[1:] if argv is None else argv))
+        config.require_given(cfg)
         data = targets.instantiate("data", cfg.data)
         model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
                                     num_outputs=data.num_outputs)  # fmt: skip

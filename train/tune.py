@@ -294,14 +294,9 @@ class Interrupted(KeyboardInterrupt):
 
 def compose(overrides: list[str], hydra: bool = False):
     """A trial's config; Hydra's errors as one paragraph."""
-    from hydra.errors import HydraException
-
     from train import conf
 
-    try:
-        return conf.compose(overrides, hydra=hydra)
-    except HydraException as e:
-        raise UserError(" ".join(str(e).split())) from None
+    return conf.checked(overrides, hydra=hydra)
 
 
 def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:

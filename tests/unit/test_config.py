@@ -139,3 +139,21 @@ def test_the_schemas_defaults_are_the_yamls_where_both_set_one():
                 differ.append(f"{prefix}{key}: schema {value!r}, YAML {yaml[key]!r}")
     assert not differ, differ
     assert set(config.TrainerConfig.__dataclass_fields__) == set(body["trainer"])
+
+
+@pytest.mark.parametrize("overrides, said", [
+    (["modle=cnn"], "modle=cnn: Key 'modle' not in 'Config'."),
+    (["model=nope"], "model=nope: In 'config': Could not find 'model/nope' Available options in "
+                     "'model': cnn custom"),
+    (["trainer.max_epochs=many"], "trainer.max_epochs=many: Value 'many' of type 'str' could "
+                                  "not be converted to Integer."),
+])  # fmt: skip
+def test_a_command_s_bad_override_is_one_paragraph_that_names_it(overrides, said):
+    """What every command (fetch, doctor, summary, tune, a rebuilt resume) says, in one wording."""
+    from train.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        conf.checked(overrides, doing="x")
+    assert str(e.value).startswith(f"x: {said}"), str(e.value)
+    assert "\n" not in str(e.value) and "full_key" not in str(e.value)
+    assert "search path" not in str(e.value)
