@@ -273,14 +273,17 @@ def test_checkpoints_follow_the_clock_and_best_is_still_the_best(train_run, monk
         real(self, name, payload)
 
     monkeypatch.setattr(ckpt.Saver, "write", write)
-    args = ["data=digits", "optim.lr=0.03", "trainer.max_epochs=8", "trainer.patience=null"]
+    # The lr jumps 20-fold after epoch 4, so the best epoch is an earlier one on every machine
+    # (lr=0.03 alone made the last epoch the best on an AVX-512 CPU, and the test meaningless).
+    args = ["data=digits", "optim.lr=0.01", "sched=step", "sched.step_size=4", "sched.gamma=20",
+            "trainer.max_epochs=8", "trainer.patience=null"]  # fmt: skip
     lazy = train_run(*args, "trainer.checkpoint_every_s=3600")
     assert writes == ["best", "last"]  # once, at the end
     writes.clear()
     eager = train_run(*args, "trainer.checkpoint_every_s=0")
     assert writes.count("last") == 8 and writes[-1] == "last"
     a, b = (ckpt.load(r / "checkpoints" / "best.pt") for r in (lazy, eager))
-    assert a["state"]["step"] == b["state"]["step"] < 8 * 40  # the best was not the last epoch
+    assert a["state"]["step"] == b["state"]["step"] <= 4 * 40  # the best was not the last epoch
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert json.loads((lazy / "metrics.json").read_text())["best_step"] == a["state"]["step"]
 
