@@ -120,6 +120,7 @@ def test_the_record_holds_real_values(train_run):
     assert rec["host"]["cpu"] == _cpu() and rec["host"]["gpus"] == []
     assert rec["deterministic"]["algorithms"] is False
     assert rec["deterministic"]["cudnn_benchmark"] is torch.backends.cudnn.benchmark
+    assert rec["deterministic"]["mkl_cbwr"] == os.environ["MKL_CBWR"] == "COMPATIBLE"  # conftest
 
 
 def test_a_resume_writes_a_record_of_its_own(train_run):
@@ -156,12 +157,14 @@ def test_reproduce_names_a_changed_environment_in_one_line_then_compares(cli, tm
     (run,) = {p.parent for p in (tmp_path / "runs").rglob("metrics.json")}
     rec = json.loads((run / "run.json").read_text())
     rec["versions"]["torch"], rec["host"]["cpu"] = "2.11.0", "Pentium III"
+    rec["deterministic"]["mkl_cbwr"] = None  # (MKL's default then: each CPU its own path)
     (run / "run.json").write_text(json.dumps(rec))
     out = cli(str(run), module="train.reproduce")
     assert out.returncode == 0, out.stdout + out.stderr
     said = [ln for ln in out.stdout.splitlines() if "environment differs" in ln]
     assert said == [f"the environment differs from the original run's: torch 2.11.0 -> "
-                    f"{torch.__version__}; CPU Pentium III -> {_cpu()}"], out.stdout  # fmt: skip
+                    f"{torch.__version__}; CPU Pentium III -> {_cpu()}; MKL_CBWR None -> "
+                    "COMPATIBLE"], out.stdout  # fmt: skip
     lines = out.stdout.splitlines()
     assert lines.index(said[0]) < lines.index("match: final weights and metrics are identical")
 

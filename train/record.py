@@ -124,6 +124,7 @@ def determinism(requested: bool) -> dict:
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),  # (MKL's code path: unset, each CPU its own)
         "note": "bitwise-reproducible on the CPU; on CUDA only with trainer.deterministic=true"
         if not requested
         else "deterministic algorithms on, CUBLAS_WORKSPACE_CONFIG set",

@@ -77,6 +77,7 @@ PROVENANCE = {
     "CPU": ("host", "cpu"), "GPUs": ("host", "gpus"),
     "deterministic algorithms": ("deterministic", "algorithms"),
     "cuDNN benchmark": ("deterministic", "cudnn_benchmark"),
+    "MKL_CBWR": ("deterministic", "mkl_cbwr"),
 }  # fmt: skip
 
 
