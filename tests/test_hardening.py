@@ -337,7 +337,7 @@ def test_a_signal_during_start_up_exits_143_and_leaves_no_run_dir(tmp_path, data
     assert not [p for p in runs.rglob("*") if p.is_file() and p.name != ".lock"]
 
 
-def test_a_signal_during_the_final_scoring_does_not_claim_a_resume(train_run, capsys, monkeypatch):
+def test_a_signal_during_the_final_scoring_does_not_claim_a_resume(train_run, caplog, monkeypatch):
     from train import report
 
     real = report.score
@@ -347,10 +347,10 @@ def test_a_signal_during_the_final_scoring_does_not_claim_a_resume(train_run, ca
         return real(*args, **kwargs)
 
     monkeypatch.setattr(report, "score", interrupted)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit) as e, caplog.at_level("INFO", logger="train"):
         train_run(*QUICK)
     assert e.value.code == 143
-    said = capsys.readouterr().out
+    said = caplog.text  # (the console's and train.log's line)
     assert "after training finished" in said and "continues the run" not in said
 
 

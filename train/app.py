@@ -200,14 +200,16 @@ def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
 
 
 def _stopped(stop, interrupted: bool, state, run_dir: Path):
-    """A signal stopped the run: say what is saved (rank 0), exit 143/130."""
+    """A signal stopped the run: say what is saved (rank 0; in train.log too, which says why
+    the run ended even when it stopped at an epoch's end), exit 143/130."""
     if distributed.ranks().main and interrupted:
-        print(f"stopped by {stop.name} at step {state.step}; checkpoints/last.pt is saved, "
-              f"resume={run_dir} continues the run", flush=True)  # fmt: skip
+        log.info("stopped by %s at step %d; checkpoints/last.pt is saved, resume=%s continues "
+                 "the run", stop.name, state.step, run_dir)  # fmt: skip
     elif distributed.ranks().main:  # training had finished: nothing to resume
-        print(f"stopped by {stop.name} after training finished (step {state.step}); its "
-              f"checkpoints and metrics.json are complete; python -m train.evaluate "
-              f"run={run_dir} scores it again", flush=True)  # fmt: skip
+        log.info("stopped by %s after training finished (step %d); its checkpoints and "
+                 "metrics.json are complete; python -m train.evaluate run=%s scores it again",
+                 stop.name, state.step, run_dir)  # fmt: skip
+    sys.stdout.flush()
     sys.exit(stop.exit_code)
 
 
