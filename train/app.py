@@ -209,7 +209,6 @@ def _stopped(stop, interrupted: bool, state, run_dir: Path):
         log.info("stopped by %s after training finished (step %d); its checkpoints and "
                  "metrics.json are complete; python -m train.evaluate run=%s scores it again",
                  stop.name, state.step, run_dir)  # fmt: skip
-    sys.stdout.flush()
     sys.exit(stop.exit_code)
 
 
