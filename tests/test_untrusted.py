@@ -360,10 +360,12 @@ def test_a_signal_at_any_moment_of_start_up_is_one_line_and_its_exit_status(
     said = set()
     # From 0.1 s: before that the interpreter itself may still be starting (16 ms idle here,
     # 3x that on a loaded 2-core machine, where CI once landed a SIGINT at 0.05 s inside
-    # Python's own start-up, before any line of ours could install a handler).
+    # Python's own start-up, before any line of ours could install a handler). Epochs without
+    # end: on a fast CI machine the default run ended in under 4 s, before the last signal.
     for delay in (0.1, 0.15, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0):
         child = subprocess.Popen(
             [sys.executable, "-m", "train", "data=digits", "trainer.progress=lines",
+             "trainer.max_epochs=100000", "trainer.patience=null",
              f"paths.runs_dir={runs}", f"paths.data_dir={data_dir}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
