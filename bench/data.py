@@ -59,7 +59,7 @@ def _rss_mb() -> float:
 def work(kind: str, path: Path, cache: Path) -> dict:
     import torch  # noqa: F401 - a training process has torch (and numpy) loaded already
 
-    from train import data
+    from train.data import sets
 
     imported = {}
     if kind == "ours_csv":  # the library's own start-up, once per process: reported apart
@@ -72,7 +72,7 @@ def work(kind: str, path: Path, cache: Path) -> dict:
     if kind == "loadtxt":
         np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)
     elif kind == "ours_csv":
-        data.csv(str(path), "target", task="auto", delimiter=None, decimal=None,
+        sets.csv(str(path), "target", task="auto", delimiter=None, decimal=None,
                  encoding="utf-8", missing="error", drop_columns=[], batch_size=64,
                  eval_batch_size=1024, val_fraction=0.1, test_fraction=0.2, split_seed=0,
                  normalize=True)  # fmt: skip
@@ -93,10 +93,10 @@ def _epoch(kind: str, root: Path, cache: Path) -> dict:
         batches = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
         n = len(ds)
     else:
-        from train import data
-        from train.batches import Batches, Normalizer, epoch_order
+        from train.data import sets
+        from train.data.batches import Batches, Normalizer, epoch_order
 
-        d = data.image_folder(str(root), image_size=None, grayscale=None, background="white",
+        d = sets.image_folder(str(root), image_size=None, grayscale=None, background="white",
                               skip_bad_files=False, in_memory=kind == "memory", num_workers=2,
                               cache_dir=str(cache), batch_size=64, eval_batch_size=1024,
                               val_fraction=0.0, test_fraction=0.0, split_seed=0,

@@ -48,9 +48,9 @@ def _by_hand(lab: str) -> float:
     import torch
     from hydra.utils import instantiate
 
-    from train import conf
+    from train import config
 
-    cfg = conf.compose([f"experiment={lab}"])
+    cfg = config.compose([f"experiment={lab}"])
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
     model = instantiate(cfg.model, in_shape=data.in_shape, num_outputs=data.num_outputs)

@@ -423,9 +423,9 @@ def _write_mnist_files(root: Path, samples: int) -> None:
 
 def _compose(overrides: list[str]):
     """The config `python -m train <overrides>` runs with (Hydra's compose API)."""
-    from train import conf
+    from train import config
 
-    return conf.compose(overrides)
+    return config.compose(overrides)
 
 
 if __name__ == "__main__":

@@ -127,13 +127,13 @@ def table(rows) -> list[str]:
 
 def option_schema(body: dict):
     """The dataclass an option's YAML starts from (its `/schema/<group>/<name>` default)."""
-    from train import config
+    from train.config import schema
 
-    config.register()
+    schema.register()
     for entry in body.get("defaults", []):
         if isinstance(entry, str) and entry.startswith("/schema/"):
             group, name = entry.split("@")[0].split("/")[2:4]
-            node = config.ConfigStore.instance().repo["schema"][group][f"{name}.yaml"].node
+            node = schema.ConfigStore.instance().repo["schema"][group][f"{name}.yaml"].node
             return node._metadata.object_type
     return None
 
@@ -158,12 +158,12 @@ def option_rows(path: Path, group: str) -> list:
 
 
 def config_reference() -> str:
-    from train import config
+    from train.config import schema
 
     out = [CONFIG_INTRO, "## Top level, `trainer.*`, `paths.*`", ""]
     notes, body = comments(CONF / "config.yaml"), yaml.safe_load((CONF / "config.yaml").read_text())
     values = {k: v for k, v in flat(body).items() if not k.startswith(("hydra", "defaults"))}
-    known = fields(config.Config)
+    known = fields(schema.Config)
     rows = [(k, known.get(k, ("", ""))[0], v, notes.get(k) or known.get(k, ("", ""))[1])
             for k, v in values.items()]  # fmt: skip
     out += table(rows)

@@ -23,7 +23,10 @@ import pytest
 from omegaconf import open_dict
 
 from bench.speed import write_idx  # (MNIST's file format: the benchmark writes it too)
-from train import app, conf, rundir
+from train import app
+from train.errors import UserError
+from train.run.claims import Claims
+from train import config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +106,7 @@ SMALL = ["trainer.progress=lines", "trainer.max_epochs=1", "trainer.num_sample_i
 
 
 def compose_config(runs_dir: Path, data_dir: Path, overrides, small: bool = True):
-    return conf.compose(
+    return config.compose(
         [f"paths.runs_dir={runs_dir}", f"paths.data_dir={data_dir}",
          *(SMALL if small else ["trainer.progress=lines"]), *overrides],
         hydra=True,
@@ -115,12 +118,16 @@ def train_in_process(runs_dir: Path, data_dir: Path, overrides, small: bool = Tr
     """Train from the real composed config, in this process; returns the run dir. `small`:
     one epoch (the default for tests); false: the config's own defaults, as a user runs it.
     `edit(cfg)` changes the composed config first (what no override can reach)."""
-    rundir.forget()
-    cfg = compose_config(runs_dir, data_dir, overrides, small)
-    if edit is not None:
-        with open_dict(cfg):
-            edit(cfg)
-    return app.train_composed(cfg)[0]
+    claims = Claims().register()  # (this run's, as each invocation of the command has its own)
+    try:
+        cfg = compose_config(runs_dir, data_dir, overrides, small)
+        if edit is not None:
+            with open_dict(cfg):
+                edit(cfg)
+        return app.train_composed(cfg, claims)[0]
+    except UserError:
+        claims.discard_unstarted()  # (what the entrypoint does on bad input)
+        raise
 
 
 @pytest.fixture

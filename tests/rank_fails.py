@@ -3,7 +3,8 @@ what a crash on one rank does to a torchrun job."""
 
 import os
 
-from train import app, loop
+from train import app
+from train.fit import loop
 
 
 def fail(*args, **kwargs):

@@ -12,7 +12,8 @@ from compare import assert_same, outcome
 from torch import nn
 
 from runs import run_dirs
-from train import api, loop
+from train import api
+from train.fit import loop
 
 QUICK = ["data=digits", "trainer.max_epochs=2", "trainer.progress=lines"]
 
@@ -57,7 +58,7 @@ def test_a_model_class_or_object_from_a_cell_trains_and_reloads_with_its_class(t
     result = api.train(*QUICK, f"paths.runs_dir={tmp_path}", model=MLP)
     record = json.loads((result.run_dir / "run.json").read_text())
     assert record["origin"]["model"]["class"].endswith("test_api.MLP")
-    assert record["config"]["model"]["_target_"] == "train.usercode.in_process"
+    assert record["config"]["model"]["_target_"] == "train.models.usercode.in_process"
     net = api.load(result.run_dir, model=MLP).model
     assert isinstance(net, MLP)
     with pytest.raises(api.TrainError, match=r"an object from the notebook .* model=MLP"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from compare import assert_same, outcome
 
-from train import augment
+from train.data import augment
 from train.errors import UserError
 
 IMAGES = ["data=synthetic", "data.shape=[3,12,12]", "data.num_samples=240", "model=cnn",

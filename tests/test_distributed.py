@@ -13,8 +13,9 @@ import torch
 from compare import assert_same, outcome
 
 from runs import run_dirs
-from train import checkpoint, models
-from train.batches import bounds, part, shard_bounds
+from train.run import checkpoint
+from train.models import course
+from train.data.batches import bounds, part, shard_bounds
 
 HERE = Path(__file__).resolve().parent
 # 800 training examples: a multiple of every global batch below, so no example sits out.
@@ -48,7 +49,7 @@ def test_two_ranks_write_once_and_the_checkpoint_loads_into_a_plain_model(torchr
 
     blob = checkpoint.load(run / "checkpoints" / "last.pt")
     assert not any(k.startswith("module.") for k in blob["model"])
-    fresh = models.MLP(in_shape=(1, 28, 28), num_outputs=10, hidden=[32])
+    fresh = course.MLP(in_shape=(1, 28, 28), num_outputs=10, hidden=[32])
     checkpoint.load_model(fresh, blob["model"], run)  # strict: every key, every shape
     assert blob["state"]["epoch"] == 2 and blob["state"]["step"] == 2 * 7  # 400 a rank: 6 x 64 + 16
     metrics = json.loads((run / "metrics.json").read_text())
@@ -125,7 +126,7 @@ def test_shards_are_the_global_batches_split_between_ranks(n, b, world):
 
 
 def test_ranks_and_sweep_jobs_spread_over_the_gpus(monkeypatch):
-    from train import device as devices
+    from train.system import device as devices
     from train.errors import UserError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -569,7 +569,7 @@ def test_each_dockerfile_builds_alone(project, dockerfile, target, tmp_path):
     try:
         ran = subprocess.run(["docker", "run", "--rm", tag, "--cfg", "job", "data=digits"],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert ran.returncode == 0 and "_target_: train.data.digits" in ran.stdout, ran.stderr
+        assert ran.returncode == 0 and "_target_: train.data.sets.digits" in ran.stdout, ran.stderr
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 

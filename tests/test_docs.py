@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from train import cmdline, conf, config
+from train.config import cmdline
+from train import config
+from train.config import schema
 from train.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +64,7 @@ def composes(args: list[str]) -> None:
 
     flags = [a for a in args if a.startswith("-")]
     given = [a for a in args if not a.startswith("-") and a != "job"]
-    cmdline.check(given, config.Config, Path(conf.CONF_DIR) / "config.yaml")
+    cmdline.check(given, schema.Config, Path(config.CONF_DIR) / "config.yaml")
     if {"--help", "-h"} & set(flags):
         return
     parsed = OverridesParser.create().parse_overrides(given)
@@ -76,7 +78,7 @@ def composes(args: list[str]) -> None:
     for job in jobs:
         job_args = [text if not p.is_sweep_override() else f"{p.get_key_element()}={vs[k]}"
                     for text, p, vs, k in zip(given, parsed, values, job, strict=True)]  # fmt: skip
-        conf.compose(job_args, hydra=any(a.startswith("hydra") for a in job_args))
+        config.compose(job_args, hydra=any(a.startswith("hydra") for a in job_args))
 
 
 def slug(heading: str) -> str:

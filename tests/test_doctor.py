@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
-from train import doctor, fetch
+from train import fetch
+from train import doctor
+from train.system import health
 
 
 @pytest.mark.parametrize(
@@ -16,9 +18,9 @@ from train import doctor, fetch
 def test_gpu_on_a_cpu_machine_explains_why(monkeypatch, cuda, needle, fix):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", cuda)
-    monkeypatch.setattr(doctor, "driver_version", lambda: None)
+    monkeypatch.setattr(health, "driver_version", lambda: None)
     monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
-    c = doctor.gpu()
+    c = health.gpu()
     assert c.status == "warn" and needle in c.detail and fix in c.fix
 
 
@@ -41,9 +43,9 @@ def test_a_typo_or_a_bad_value_is_one_paragraph_exit_2(cli):
 def test_driver_older_than_the_wheels_cuda(monkeypatch, cuda, driver, status, needle):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", cuda)
-    monkeypatch.setattr(doctor, "driver_version", lambda: driver)
+    monkeypatch.setattr(health, "driver_version", lambda: driver)
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
-    c = doctor.gpu()
+    c = health.gpu()
     assert c.status == status and needle in c.detail and c.fix
 
 
@@ -51,27 +53,27 @@ def test_hidden_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")
-    assert "hides every GPU" in doctor.gpu().detail
+    assert "hides every GPU" in health.gpu().detail
 
 
 def test_shared_memory_against_workers(monkeypatch):
     size = os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize
-    assert doctor.shared_memory(0).status == "ok"
-    too_many = size // doctor.SHM_PER_WORKER + 1
-    c = doctor.shared_memory(too_many)
+    assert health.shared_memory(0).status == "ok"
+    too_many = size // health.SHM_PER_WORKER + 1
+    c = health.shared_memory(too_many)
     assert c.status == "fail" and "shm_size" in c.fix
 
 
 def test_unwritable_dir_names_the_path_and_uid(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    c = doctor.writable("runs dir", blocker / "runs")
+    c = health.writable("runs dir", blocker / "runs")
     assert (
         c.status == "fail"
         and str(blocker / "runs") in c.detail
         and f"uid {os.getuid()}" in c.detail
     )
-    assert doctor.writable("runs dir", tmp_path / "ok").status == "ok"
+    assert health.writable("runs dir", tmp_path / "ok").status == "ok"
 
 
 def test_doctor_cli_exit_code(tmp_path, capsys):

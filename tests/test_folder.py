@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from train import data as D
-from train import folder, images
+from train.data import FolderSplit, TensorSplit
+from train.data import sets
+from train.data import folder
+from train.data import images
 from train.errors import UserError
 from train.predict import predict_run
 
@@ -27,7 +29,7 @@ def options(tmp_path, **kw):
 
 
 def build(root, tmp_path, **kw):
-    return D.image_folder(str(root), **options(tmp_path, **kw), **COMMON)
+    return sets.image_folder(str(root), **options(tmp_path, **kw), **COMMON)
 
 
 def digits_pngs(root: Path, count: int | None = None) -> Path:
@@ -134,11 +136,11 @@ def test_channels_and_size_come_from_the_images_unless_set(tmp_path, caplog):
 
 
 def test_in_memory_and_streamed_folders_give_the_same_batches(tmp_path):
-    from train.batches import Batches, Normalizer, epoch_order
+    from train.data.batches import Batches, Normalizer, epoch_order
 
     root = small_folder(tmp_path / "pics", colour=True)
     mem, disk = build(root, tmp_path, in_memory=True), build(root, tmp_path, in_memory=False)
-    assert isinstance(mem.train, D.TensorSplit) and isinstance(disk.train, D.FolderSplit)
+    assert isinstance(mem.train, TensorSplit) and isinstance(disk.train, FolderSplit)
     torch.testing.assert_close(mem.mean, disk.mean, rtol=1e-5, atol=1e-6)
     cpu = torch.device("cpu")
     order = epoch_order(len(mem.train), 0, 0)

@@ -18,7 +18,7 @@ from compare import assert_same, outcome
 from conftest import copy_of, trained_once
 
 from runs import run_dirs
-from train import checkpoint
+from train.run import checkpoint
 from train.errors import UserError
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
@@ -171,7 +171,7 @@ def test_weights_made_non_finite_by_a_step_are_never_saved(train_run, tmp_path):
 def test_a_non_finite_validation_loss_is_reported_as_such(train_run, tmp_path, caplog):
     """One validation row far out of range makes every val loss inf: that was reported as
     "no epoch finished"."""
-    from train.data import split_rows
+    from train.data.sets import split_rows
 
     rows = ["a,b,y"] + [f"{i % 7},{i % 5},{i % 3}.5" for i in range(60)]
     val_row = int(split_rows(60, 0.1, 0.2, 0)[1][0])
@@ -215,7 +215,7 @@ def test_a_full_disk_during_a_save_is_one_paragraph_and_leaves_no_partial_file(
 
 @pytest.mark.mounts
 def test_a_full_disk_at_the_tensorboard_writer_is_one_paragraph(tmp_path, monkeypatch, train_run):
-    from train import board
+    from train.loggers import board
 
     with mounted("tmpfs", tmp_path / "disk", size="2m") as disk:
         real = board.open_writer
@@ -301,11 +301,11 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(finished, 
 
 @pytest.mark.parametrize("damage", ["pixel", "label", "truncate"])
 def test_a_damaged_data_cache_is_rebuilt_and_said(tmp_path, damage, caplog):
-    from train import data as D
+    from train.data import sets
 
     common = dict(batch_size=16, eval_batch_size=64, val_fraction=0.1, test_fraction=0.2,
                   split_seed=0, normalize=True)  # fmt: skip
-    fresh = D.digits(str(tmp_path), **common)
+    fresh = sets.digits(str(tmp_path), **common)
     cache = tmp_path / "digits" / "tensors.pt"
     blob = torch.load(cache, weights_only=True)
     if damage == "truncate":
@@ -315,7 +315,7 @@ def test_a_damaged_data_cache_is_rebuilt_and_said(tmp_path, damage, caplog):
         blob[key][index] += 1  # the stored checksum no longer matches: as a flipped bit does
         torch.save(blob, cache)
     with caplog.at_level("WARNING", logger="train"):
-        again = D.digits(str(tmp_path), **common)
+        again = sets.digits(str(tmp_path), **common)
     assert f"the data cache {cache} is damaged (it does not verify); rebuilding it" in caplog.text
     assert torch.equal(again.train.x, fresh.train.x) and torch.equal(again.test.y, fresh.test.y)
     assert again.fingerprint == fresh.fingerprint
@@ -338,15 +338,15 @@ def test_a_signal_during_start_up_exits_143_and_leaves_no_run_dir(tmp_path, data
 
 
 def test_a_signal_during_the_final_scoring_does_not_claim_a_resume(train_run, caplog, monkeypatch):
-    from train import report
+    from train.fit import scoring
 
-    real = report.score
+    real = scoring.score
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # caught: the loop has finished, scoring goes on
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(report, "score", interrupted)
+    monkeypatch.setattr(scoring, "score", interrupted)
     with pytest.raises(SystemExit) as e, caplog.at_level("INFO", logger="train"):
         train_run(*QUICK)
     assert e.value.code == 143

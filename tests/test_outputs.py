@@ -2,7 +2,9 @@
 metrics, TensorBoard events TensorBoard itself can read, resume, evaluation, no overwrites."""
 
 import contextlib
+import os
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -12,13 +14,14 @@ from conftest import copy_of, trained_once
 from hydra.utils import instantiate
 
 from runs import events
-from train import resume, rundir
-from train.batches import Batches, Normalizer
-from train.callbacks import process_seconds
+from train.run import resume
+from train.run.claims import Claims
+from train.data.batches import Batches, Normalizer
+from train.fit.callbacks import process_seconds
 from train.errors import UserError
 from train.evaluate import evaluate_run
-from train.loop import evaluate
-from train.task import Task
+from train.fit.loop import evaluate
+from train.fit.task import Task
 
 DIGITS = ["data=digits", "optim=adam", "optim.lr=0.003", "trainer.max_epochs=3"]
 
@@ -157,10 +160,13 @@ def test_evaluate_matches_the_run_and_never_overwrites(digits_run):
 
 
 def test_a_new_run_never_reuses_an_existing_dir(tmp_path):
-    first = rundir._fresh(tmp_path / "runs")
+    """Two invocations in the same second (two processes: two Claims) get two run dirs."""
+    runs = str(tmp_path / "runs")
+    first = Path(Claims().run_dir(runs, "n", None))
     (first / "keep.txt").write_text("mine")
-    second = rundir._fresh(tmp_path / "runs")
+    second = Path(Claims().run_dir(runs, "n", None))
     assert second != first and (first / "keep.txt").read_text() == "mine"
+    assert first.parent == second.parent == tmp_path / "runs" / "n"
 
 
 def test_seed_null_draws_and_records_a_seed(train_run):
@@ -229,8 +235,8 @@ def test_a_run_ended_by_max_epochs_while_improving_says_it_is_under_trained(trai
     ],
 )
 def test_under_trained_means_a_recent_best_and_a_clear_gain(history, mode, expect):
-    from train.loop import Settings, State
-    from train.report import undertrained
+    from train.fit.loop import Settings, State
+    from train.fit.scoring import undertrained
 
     s = Settings(max_epochs=len(history), max_steps=None, log_every_n_steps=1, monitor="loss",
                  monitor_mode=mode, patience=None, grad_clip=None, progress="lines")  # fmt: skip
@@ -256,14 +262,13 @@ def test_an_expect_line_other_than_ge_or_le_is_a_config_error_at_start(train_run
 
     with pytest.raises(UserError, match=r"expect: test/accuracy: .*only >= and <="):
         train_run("data=digits", edit=expect)
-    rundir.discard_unstarted()
     assert not list((tmp_path / "runs").rglob("*.*"))
 
 
 def test_checkpoints_follow_the_clock_and_best_is_still_the_best(train_run, monkeypatch):
     """trainer.checkpoint_every_s: last.pt and best.pt only when that much time has passed (and
     always at the end); the best epoch's weights wait in memory, so best.pt holds them."""
-    from train import checkpoint as ckpt
+    from train.run import checkpoint as ckpt
 
     writes = []
     real = ckpt.Saver.write
@@ -297,3 +302,83 @@ def test_fast_epochs_print_a_line_every_few_seconds_and_tensorboard_gets_them_al
     assert lines[0].startswith("epoch 1/300") and lines[-1].startswith("epoch 300/300")
     assert len(lines) <= 5, lines  # 300 epochs in well under 5 seconds
     assert len(events(run).Scalars("train/loss")) == 300
+
+
+# --- only train.run opens a run's files (watched, as a real run does it) --------------------
+
+_WATCHING: list[list] = []  # (an audit hook stays for the session: it records while watched)
+
+
+def _audit(event: str, args) -> None:
+    if event == "open" and _WATCHING and isinstance(args[0], str | bytes | Path):
+        _WATCHING[-1].append((Path(os.fsdecode(args[0])), _opener()))
+
+
+def _opener() -> str | None:
+    """The innermost module of train's own code on this thread's stack (None: none)."""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name == "train" or name.startswith("train."):
+            return name
+        frame = frame.f_back
+    return None
+
+
+@contextlib.contextmanager
+def _opens():
+    """Every file opened meanwhile, with the module of train's that opened it."""
+    import sys
+
+    if not getattr(_audit, "installed", False):
+        sys.addaudithook(_audit)
+        _audit.installed = True
+    _WATCHING.append([])
+    try:
+        yield _WATCHING[-1]
+    finally:
+        _WATCHING.pop()
+
+
+def _not_through_rundir(opened: list, run: Path) -> list[str]:
+    """Opens of the run dir's files by anything but train.run: TensorBoard's own writer (its
+    event files, on its thread) aside."""
+    run = run.resolve()
+    return sorted({f"{path.relative_to(run)} by {who}" for path, who in opened
+                   if path.resolve().is_relative_to(run)
+                   and not (who or "").startswith("train.run.")
+                   and not path.name.startswith("events.out.tfevents.")})  # fmt: skip
+
+
+def test_only_train_run_opens_a_runs_files(train_run, tmp_path):
+    """Training, resuming, evaluating, exporting and predicting a run: every file of the run
+    dir they open is opened by train.run (RunDir and the typed files' readers), never by a
+    command or a building block on its own (tests/unit/test_architecture.py checks the code)."""
+    from train.export import export_run
+    from train.predict import predict_run
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8), 200).save(pics / "a.png")
+    with _opens() as opened:
+        run = train_run("data=digits", "trainer.max_epochs=1")
+        train_run("data=digits", "trainer.max_epochs=2", f"resume={run}")
+        evaluate_run(run, "best", "test", "cpu")
+        export_run(run, "onnx")
+        predict_run(run, str(pics))
+    seen = {p.name for p, _ in opened if p.resolve().is_relative_to(run.resolve())}
+    assert seen >= {"last.pt", "best.pt", "metrics.json", "run.json", "train.log", ".lock"}
+    assert _not_through_rundir(opened, run) == []
+
+
+def test_the_watch_sees_an_open_that_is_not_through_rundir(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    planted = {"__name__": "train.fit.planted"}  # (code of a room, opening a run's file itself)
+    with _opens() as opened:
+        exec("def peek(run):\n    return (run / 'metrics.json').read_text()\n", planted)
+        planted["peek"](tmp_path)
+    assert _not_through_rundir(opened, tmp_path) == ["metrics.json by train.fit.planted"]

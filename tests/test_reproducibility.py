@@ -14,7 +14,8 @@ import pytest
 import torch
 from compare import assert_same, outcome
 
-from train import checkpoint, reproduce
+from train import reproduce
+from train.run import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 # One config per model family, shuffled (several batches an epoch) with random layers on.
@@ -71,9 +72,16 @@ def test_early_stopping_counts_on_across_a_resume(train_run):
 
 
 def _as_format_1(path: Path) -> None:
-    """Rewrite a checkpoint as the format before this one wrote it: the callbacks' state
-    inside the loop's, no "callbacks" entry, format 1."""
+    """Rewrite a checkpoint as format 1 wrote it: the callbacks' state inside the loop's, no
+    "callbacks" entry, the model's callable named as before train/ was regrouped."""
+    from train.run.formats import MOVED_TARGETS
+
     blob = checkpoint.load(path)
+    old = {new: was for was, new in MOVED_TARGETS.items()}
+    for group in ("model", "data"):
+        node = blob["config"][group]
+        node["_target_"] = old.get(node["_target_"], node["_target_"])
+    assert blob["config"]["model"]["_target_"] == "train.models.MLP"
     early, guard = blob["callbacks"]["early_stopping"], blob["callbacks"]["nonfinite"]
     blob["state"].update(bad_epochs=early["bad_epochs"], stopped_early=False,
                          skipped=guard["skipped"])  # fmt: skip
@@ -91,13 +99,15 @@ def test_a_checkpoint_of_the_format_before_resumes_exactly(train_run):
         _as_format_1(run / "checkpoints" / f"{name}.pt")
     train_run(*args, "trainer.max_epochs=3", f"resume={run / 'checkpoints' / 'last.pt'}")
     assert_same(whole, outcome(run))
-    assert checkpoint.Checkpoint.read(run / "checkpoints" / "last.pt").format == 2
+    resumed = checkpoint.Checkpoint.read(run / "checkpoints" / "last.pt")
+    assert resumed.format == checkpoint.Checkpoint.FORMAT
+    assert resumed.config["model"]["_target_"] == "train.models.course.MLP"
 
 
 def test_the_record_holds_real_values(train_run):
     run = train_run("data=digits", "seed=null")
     rec = json.loads((run / "run.json").read_text())
-    assert rec["config"]["model"]["_target_"] == "train.models.MLP"
+    assert rec["config"]["model"]["_target_"] == "train.models.course.MLP"
     assert rec["seed"] == rec["config"]["seed"] and isinstance(rec["seed"], int)
     assert "data=digits" in rec["overrides"] and rec["command"]
     assert rec["versions"]["torch"] == str(torch.__version__)

@@ -13,7 +13,7 @@ import pytest
 from compare import assert_same, outcome
 
 from runs import the_run
-from train import resume
+from train.config import cmdline, rebuild
 
 CNN = ["data=digits", "model=cnn", "model.channels=[8]", "optim.lr=0.003",
        "trainer.log_every_n_steps=5", "trainer.progress=lines"]  # fmt: skip
@@ -117,8 +117,8 @@ def test_a_tampered_record_is_refused_before_anything_runs(cli, run, planted):
 def test_overrides_merge_by_key_with_the_command_line_last():
     recorded = ["data=digits", "trainer.max_steps=3", "trainer.max_epochs=2", "resume=/old"]
     given = ["resume=/new", "trainer.max_epochs=5"]
-    assert resume.merged(recorded, given) == ["data=digits", "resume=/new", "trainer.max_epochs=5"]
-    assert resume.split_args(["--cfg", "job", "resume=x", "-m", "a=1"]) == (
+    assert rebuild.merged(recorded, given) == ["data=digits", "resume=/new", "trainer.max_epochs=5"]
+    assert cmdline.split_args(["--cfg", "job", "resume=x", "-m", "a=1"]) == (
         ["--cfg", "job", "-m"],
         ["resume=x", "a=1"],
     )

@@ -16,9 +16,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from train import data as D
-from train import export, tables
-from train.data import split_rows
+from train.data import sets
+from train import export
+from train.data import tables
+from train.data.sets import split_rows
 from train.errors import UserError
 from train.predict import predict_run
 from train.trained import load
@@ -38,7 +39,7 @@ def spreadsheet(frame: pd.DataFrame, path, **kw):
 def build(path, target, **kw):
     options = {**CSV, **{k: v for k, v in kw.items() if k in CSV}}
     common = {**COMMON, **{k: v for k, v in kw.items() if k in COMMON}}
-    return D.csv(str(path), target, **options, **common)
+    return sets.csv(str(path), target, **options, **common)
 
 
 def sklearn_split(n):
@@ -265,7 +266,7 @@ def test_explicit_classification_of_floats_or_of_too_many_classes_is_refused(tmp
 
 
 def test_the_confusion_picture_is_bounded_for_many_classes():
-    from train import board
+    from train.loggers import board
 
     cm = torch.randint(0, 5, (400, 400))
     image = board.confusion_image(cm, [f"c{i}" for i in range(400)])

@@ -144,7 +144,7 @@ GOLDEN = {
 
 @pytest.mark.parametrize("lab", GOLDEN)
 def test_the_course_labs_reach_the_same_weights_bit_for_bit(train_run, lab, caplog):
-    from train import checkpoint
+    from train.run import checkpoint
 
     with caplog.at_level("INFO", logger="train"):
         run = train_run(f"experiment={lab}", small=False)

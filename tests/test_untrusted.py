@@ -18,7 +18,9 @@ from conftest import copy_of, trained_once
 from PIL import Image
 from runs import run_dirs
 
-from train import checkpoint, files, rundir
+from train.run import checkpoint
+from train.run import files
+from train.run import claims
 from train.errors import UserError
 from train.predict import inert, predict_run
 
@@ -154,7 +156,7 @@ def test_a_sweep_job_dir_built_from_values_stays_one_folder(tmp_path):
         "hydra:\n  overrides:\n    task: ['data.path=../../etc,/x/y', 'name=a']\n"
     )
     for value in ("../../etc", "/x/y", ".. /..", "a\nb"):
-        label = rundir.job_dir(0, str(sweep), [f"data.path={value}"], "n")
+        label = claims.job_dir(0, str(sweep), [f"data.path={value}"], "n")
         assert "/" not in label and "\n" not in label and not label.startswith(".")
         assert (sweep / label).resolve().parent == sweep.resolve()
 
@@ -260,7 +262,7 @@ def test_a_decompression_bomb_among_predicts_inputs_is_named_and_the_rest_predic
 
 
 def test_unreadable_image_messages_name_the_file_not_a_memory_buffer(tmp_path):
-    from train import images
+    from train.data import images
 
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png at all")
@@ -316,18 +318,20 @@ def test_a_typo_in_a_key_or_a_group_option_names_the_closest_one(cli, tmp_path, 
     out = cli("modle=cnn")
     assert out.returncode == 2 and "unknown key 'modle' (in modle=...); did you mean 'model'?" \
         in out.stderr and "+modle" not in out.stderr  # fmt: skip
-    from train import cmdline, conf, config
+    from train.config import cmdline
+    from train import config
+    from train.config import schema
 
-    primary = Path(conf.CONF_DIR) / "config.yaml"
+    primary = Path(config.CONF_DIR) / "config.yaml"
     with pytest.raises(
         UserError, match=r"'cnnn' is not an option of model; did you mean model=cnn"
     ):
-        cmdline.check(["model=cnnn"], config.Config, primary)
+        cmdline.check(["model=cnnn"], schema.Config, primary)
     with pytest.raises(UserError, match=r"unknown key 'trainr'.*did you mean 'trainer'"):
-        cmdline.check(["trainr.max_epochs=3"], config.Config, primary)
+        cmdline.check(["trainr.max_epochs=3"], schema.Config, primary)
     cmdline.check(["model=cnn", "optim=sgd,adam", "+x=1", "hydra/launcher=joblib",
                    "hydra.run.dir=x", "sched=none", "experiment=linear_regression"],
-                  config.Config, primary)  # fmt: skip
+                  schema.Config, primary)  # fmt: skip
     with pytest.raises(UserError, match="a value is needed") as e:  # (the file exists)
         train_run("data=csv", f"data.path={__file__}")
     with pytest.raises(UserError) as e:

@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from runs import events
-from train import export, summary
-from train.batches import Normalizer
+from train import export
+from train.models import layers
+from train.data.batches import Normalizer
 from train.errors import UserError
 from train.predict import predict_run
 from train.trained import load
@@ -145,7 +146,7 @@ def test_export_refuses_a_disagreeing_model_and_bad_formats(runs, monkeypatch):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_summary_counts_every_parameter_and_goes_into_the_run(runs, family):
     trained = load(runs[family])
-    text = summary.table(trained.model, trained.meta.in_shape)
+    text = layers.table(trained.model, trained.meta.in_shape)
     total = sum(p.numel() for p in trained.model.parameters())
     assert f"Total params: {total:,}" in text and f"Trainable params: {total:,}" in text
     lines = text.splitlines()

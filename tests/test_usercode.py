@@ -11,7 +11,8 @@ import pytest
 import torch
 from compare import assert_same, outcome
 
-from train import checkpoint, usercode
+from train.run import checkpoint
+from train.models import usercode
 from train.errors import UserError
 from train.evaluate import evaluate_run
 from train.export import export_run
@@ -155,7 +156,7 @@ def test_a_checkpoint_naming_code_never_runs_it_by_itself(tmp_path, train_run, c
     for name in ("best.pt", "last.pt"):
         path = run / "checkpoints" / name
         blob = checkpoint.load(path)
-        blob["config"]["model"] = {"_target_": "train.usercode.model", "code": str(evil),
+        blob["config"]["model"] = {"_target_": "train.models.usercode.model", "code": str(evil),
                                    "name": "Net", "args": None}  # fmt: skip
         blob["origin"] = {"model": usercode.origin(evil, "Net"), "data": None}
         checkpoint.save(path, blob)

@@ -14,8 +14,9 @@ from compare import assert_same, outcome
 from PIL import Image
 from test_folder import digits_pngs
 
-from train import checkpoint, vision
-from train import folder as folder_
+from train.run import checkpoint
+from train.models import vision
+from train.data import folder as folder_
 from train.errors import UserError
 from train.export import export_run
 from train.predict import predict_run

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from train import signals
+from train.system import signals
 
 
 def main() -> None:

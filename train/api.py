@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.errors import UserError
+from train.run.rundir import RunDir
 
 log = logging.getLogger("train")
 
@@ -38,16 +39,16 @@ class Result:
     """A finished run: where it is and what it reached."""
 
     run_dir: Path
-    metrics: object  # train.report.Metrics: .splits["test"]["accuracy"], .best_step, ...
+    metrics: object  # train.run.metrics.Metrics: .splits["test"]["accuracy"], .best_step, ...
     given: object = None  # the model class or object train() was handed, if any
 
     @property
     def best(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.pt"
+        return RunDir(self.run_dir).checkpoint("best")
 
     @property
     def last(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return RunDir(self.run_dir).checkpoint("last")
 
     def model(self, which: str = "best", model=None, code=()):
         """The trained nn.Module (eval mode, on the CPU), in the class train() was given, if
@@ -77,8 +78,12 @@ def scalars(run, tag: str = "val/loss") -> list[tuple[int, float]]:
 def train(*overrides: str, model=None, callbacks=()) -> Result:
     """Train what `overrides` describe (`"data=digits"`, `"trainer.max_epochs=5"`, ...);
     `model`: an nn.Module class (built with in_shape and num_outputs, as ours are) or object,
-    trained in place of the configured model; `callbacks`: train.loop.Callbacks."""
-    return _answered(lambda: _train(list(overrides), model, list(callbacks)))
+    trained in place of the configured model; `callbacks`: train.fit.loop.Callbacks."""
+    from train.run.claims import Claims
+
+    claims = Claims()  # (bad input leaves nothing behind, as on the command line)
+    return _answered(lambda: _train(list(overrides), model, list(callbacks), claims),
+                     claims.discard_unstarted)  # fmt: skip
 
 
 def load(run, which: str = "best", model=None, code=()):
@@ -120,17 +125,15 @@ def _said(call):
         return _answered(call)
 
 
-def _answered(call):
-    """`call()`, its UserError a TrainError (a notebook shows the paragraph, not SystemExit),
-    and a stop by a signal a KeyboardInterrupt once the checkpoint is saved."""
+def _answered(call, on_error=lambda: None):
+    """`call()`, its UserError a TrainError (after `on_error`; a notebook shows the paragraph,
+    not SystemExit), and a stop by a signal a KeyboardInterrupt once the checkpoint is saved."""
     from hydra.errors import HydraException
 
     try:
         return call()
     except UserError as e:
-        from train import rundir
-
-        rundir.discard_unstarted()  # (bad input leaves nothing behind, as on the command line)
+        on_error()
         raise TrainError(e.message, e.code) from None
     except HydraException as e:
         raise TrainError(" ".join(str(e).split())) from None
@@ -141,16 +144,17 @@ def _answered(call):
         raise
 
 
-def _train(overrides: list[str], model, callbacks: list) -> Result:
+def _train(overrides: list[str], model, callbacks: list, claims) -> Result:
     import time
 
-    from train import app, cmdline, conf, config, report, resume, rundir
+    from train import app, config
+    from train.config import cmdline, rebuild, schema
 
     started = time.perf_counter()
-    cmdline.check(overrides, config.Config, Path(conf.CONF_DIR) / "config.yaml")
-    where = resume.resume_value(overrides)
+    cmdline.check(overrides, schema.Config, Path(config.CONF_DIR) / "config.yaml")
+    where = cmdline.resume_value(overrides)
     if where not in (None, "auto", "null"):  # the run's own config, as the command line's
-        overrides = resume.rebuild([], overrides, where, conf.compose, model is not None)
+        overrides = rebuild.rebuild([], overrides, where, config.compose, model is not None)
     elif model is not None:
         if chosen := [o for o in overrides if o.split("=", 1)[0] in ("model", "+model")]:
             raise TrainError(f"train(model={_qualname(model)}) and the override {chosen[0]} both "
@@ -159,17 +163,17 @@ def _train(overrides: list[str], model, callbacks: list) -> Result:
         overrides = ["model=object", f"model.name={_qualname(model)}", *overrides]
     from hydra.core.hydra_config import HydraConfig
 
-    rundir.forget()
-    cfg = conf.compose(overrides, hydra=True)
+    claims.register()  # (this call's run dirs: it resolves hydra.run.dir)
+    cfg = config.compose(overrides, hydra=True)
     with _logging() as to_file:
         try:
             HydraConfig.instance().set_config(cfg)  # (what ${hydra:...} in the config reads)
-            run_dir = Path(cfg.hydra.run.dir)  # (resolving it makes and locks the run dir)
-            to_file(run_dir)
-            app.train_composed(cfg, run_dir, callbacks, model, started)
+            run = RunDir(cfg.hydra.run.dir)  # (resolving it makes and locks the run dir)
+            to_file(run)
+            app.train_composed(cfg, claims, run.path, callbacks, model, started)
         finally:
             _forget_hydra()
-    return Result(run_dir, report.Metrics.read(run_dir / "metrics.json"), model)
+    return Result(run.path, run.metrics(), model)
 
 
 def _qualname(model) -> str:
@@ -183,9 +187,6 @@ class _logging:
     kernel does not print each line twice."""
 
     def __enter__(self):
-        from train import files
-
-        self.files = files
         self.logger = logging.getLogger("train")
         self.console = logging.StreamHandler(sys.stdout)
         self.console.setFormatter(logging.Formatter("%(message)s"))
@@ -196,8 +197,8 @@ class _logging:
         self.logger.propagate = False  # (a notebook's root handlers would print them again)
         return self.add_file
 
-    def add_file(self, run_dir: Path) -> None:
-        handler = self.files.LogFile(run_dir / "train.log")
+    def add_file(self, run) -> None:
+        handler = run.log_handler()
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         self.logger.addHandler(handler)
         self.handlers.append(handler)

@@ -10,16 +10,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from train import cmdline, conf, config, distributed, resume, rundir, signals
-from train.container import not_found
+from train import config
+from train.config import cmdline, schema
 from train.errors import UserError, run_entrypoint
+from train.run.claims import Claims
+from train.run.rundir import RunDir
+from train.system import distributed, signals
+from train.system.container import not_found
 
 log = logging.getLogger("train")
-
-# The one registration at import, on purpose: a parallel sweep launcher (joblib) runs jobs in
-# fresh processes, which import this module to find the task function but never call main(),
-# and Hydra resolves the job's dir (${train.job_dir:...}) there before calling it.
-conf.register()
 
 
 def main() -> None:
@@ -30,16 +29,15 @@ def main() -> None:
         from torch.distributed.elastic.multiprocessing.errors import record
 
         entry = record(entry)
-    signals.until_training()  # a signal before the loop starts: 143/130, the run dir removed
+    claims = Claims().register()  # (this invocation's run dirs: Hydra's resolvers ask it)
+    signals.until_training(claims.discard_unstarted)  # before the loop: 143/130, dir removed
     try:
-        run_entrypoint(entry, on_error=rundir.discard_unstarted)
+        run_entrypoint(lambda: entry(claims), on_error=claims.discard_unstarted)
     finally:
-        for thread in _background:  # an import still running at exit aborts the interpreter
-            thread.join()
         distributed.finish()
 
 
-def _start_and_run() -> float | None:
+def _start_and_run(claims: Claims) -> float | None:
     if distributed.ranks().many and {"-m", "--multirun"} & set(sys.argv[1:]):
         raise UserError(
             "a sweep (-m) cannot run under torchrun: every rank would launch every job. Run the "
@@ -47,13 +45,13 @@ def _start_and_run() -> float | None:
             "GPU each), or start torchrun once per configuration."
         )
     if distributed.ranks().many:  # a worker torchrun restarted: continue the job's run
-        from train import elastic
+        from train.run import elastic
 
-        flags, given = resume.split_args(sys.argv[1:])
+        flags, given = cmdline.split_args(sys.argv[1:])
         sys.argv[1:] = [*flags, *elastic.continued(given, _compose)]
-    flags, given = resume.split_args(sys.argv[1:])
-    primary = Path(conf.CONF_DIR) / "config.yaml"
-    cmdline.check(given, config.Config, primary)
+    flags, given = cmdline.split_args(sys.argv[1:])
+    primary = Path(config.CONF_DIR) / "config.yaml"
+    cmdline.check(given, schema.Config, primary)
     if {"-m", "--multirun"} & set(flags) and {"--cfg", "-c"} & set(flags):
         raise UserError(
             "--cfg prints one run's config, and a sweep (-m) is one run per job: leave out -m "
@@ -65,57 +63,72 @@ def _start_and_run() -> float | None:
         return 0
     sys.argv[1:] = _rebuilt(sys.argv[1:])
     distributed.start()
-    return _hydra_main()
+    return _hydra_task(claims)()
 
 
 def _rebuilt(argv: list[str]) -> list[str]:
     """The command line to run. For resume=<run dir or checkpoint>: the run's own recorded
     overrides, then this command line's; refused (before Hydra writes a thing into the run
     dir) when that would change more than how long and where the run trains."""
-    flags, given = resume.split_args(argv)
-    where = resume.resume_value(given)
+    from train.config import rebuild
+
+    flags, given = cmdline.split_args(argv)
+    where = cmdline.resume_value(given)
     if where in (None, "auto", "null") or {"-m", "--multirun"} & set(flags):
         return argv
-    return resume.rebuild(flags, given, where, _compose)
+    return rebuild.rebuild(flags, given, where, _compose)
 
 
 def _compose(overrides: list[str]) -> DictConfig:
     """The job config these overrides give, composed without running anything."""
-    return conf.checked(overrides, doing="the run's config cannot be rebuilt")
+    return config.checked(overrides, doing="the run's config cannot be rebuilt")
 
 
-@hydra.main(config_path=conf.CONF_DIR, config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> float | None:
-    from hydra.types import RunMode
+def _hydra_task(claims: Claims):
+    """The Hydra main of this invocation: each job (a run, a sweep's job) trains with the
+    invocation's `claims`, which a job in another process gets a fresh copy of."""
 
-    distributed.start()  # (done in main; a SLURM job's tasks start here, from the launcher)
-    hydra_cfg = HydraConfig.get()
-    runtime = hydra_cfg.runtime
-    overrides = list(hydra_cfg.overrides.task)
-    job = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
-    return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides, job)
+    @hydra.main(config_path=config.CONF_DIR, config_name="config", version_base="1.3")
+    def task(cfg: DictConfig) -> float | None:
+        from hydra.types import RunMode
+
+        distributed.start()  # (done in main; a SLURM job's tasks start here, from the launcher)
+        hydra_cfg = HydraConfig.get()
+        runtime = hydra_cfg.runtime
+        overrides = list(hydra_cfg.overrides.task)
+        job = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
+        return train(cfg, Path(runtime.output_dir), dict(runtime.choices), overrides, job,
+                     claims=claims)  # fmt: skip
+
+    return task
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
-          job: int | None = None, callbacks=(), model=None,
-          started: float | None = None) -> float | None:  # fmt: skip
+          job: int | None = None, callbacks=(), model=None, started: float | None = None,
+          claims: Claims | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
-    `callbacks`: more loop.Callbacks on rank 0 (train.tune's reporting); `model`: an
+    `callbacks`: more fit.loop.Callbacks on rank 0 (train.tune's reporting); `model`: an
     nn.Module class or object in place of the configured model (train.api); `started`: when
-    the run was asked for (time.perf_counter; None: the process's start). The run dir's lock
-    is let go at the end (see `_train`)."""
+    the run was asked for (time.perf_counter; None: the process's start); `claims`: the
+    invocation's run dirs (train.run.claims: it may hold this one's lock already). Every lock
+    it holds is let go at the end."""
+    claims = claims if claims is not None else Claims()
+    importing = _import_in_background("torch._dynamo")  # the first optimizer call needs it
     try:
-        return _train(cfg, run_dir, choices, overrides, job, list(callbacks), model, started)
+        return _train(cfg, run_dir, choices, overrides, claims, job, list(callbacks), model,
+                      started)  # fmt: skip
     finally:
-        rundir.release()
+        claims.release()
+        importing.join()  # (an import still running at exit aborts the interpreter)
 
 
-def train_composed(cfg: DictConfig, run_dir: Path | None = None, callbacks=(), model=None,
+def train_composed(cfg: DictConfig, claims: Claims, run_dir: Path | None = None,
+                   callbacks=(), model=None,
                    started: float | None = None) -> tuple[Path, float | None]:  # fmt: skip
-    """Train, in this process, a config composed with its hydra node (conf.compose(...,
-    hydra=True)) as the Hydra main does: the choices and overrides from that node, the run dir
-    its hydra.run.dir unless given. The run dir and the monitored value. (train.tune's trials,
-    the tests.)"""
+    """Train, in this process, a config composed with its hydra node (config.compose(...,
+    hydra=True), its `${train.*}` resolved by `claims`) as the Hydra main does: the choices
+    and overrides from that node, the run dir its hydra.run.dir unless given. The run dir and
+    the monitored value. (train.tune's trials, train.api, the tests.)"""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
@@ -125,10 +138,10 @@ def train_composed(cfg: DictConfig, run_dir: Path | None = None, callbacks=(), m
     with open_dict(cfg):
         del cfg["hydra"]
     return run_dir, train(cfg, run_dir, choices, overrides, callbacks=callbacks, model=model,
-                          started=started)  # fmt: skip
+                          started=started, claims=claims)  # fmt: skip
 
 
-def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], claims: Claims,
            job: int | None = None, extra: list | None = None, model=None,
            started: float | None = None) -> float | None:  # fmt: skip
     """Train the configured pipeline into `run_dir`; return the monitored metric (for sweeps).
@@ -137,18 +150,21 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     `job` a sweep job's number (it spreads parallel jobs over the GPUs). Under torchrun, every
     rank runs this; rank 0 alone writes, and alone scores the result at the end.
     """
-    from train import board, build, callbacks, loop, outcome, summary
+    from train import build
+    from train.fit import callbacks, loop, outcome
+    from train.loggers import board
+    from train.models import layers
 
     goals = check(cfg)
-    _import_in_background("torch._dynamo")  # the first optimizer call needs it: ~1 s here
     ranks = distributed.ranks()
     if not ranks.main:  # one voice on the console: the other ranks say only what goes wrong
         logging.getLogger().setLevel(logging.WARNING)
     if ranks.main:
-        rundir.lock(run_dir)  # (a sweep's job dir; a plain run's is locked since its creation)
-    for note in rundir.notes:  # what resume=auto looked at
+        claims.lock(run_dir)  # (a sweep's job dir; a plain run's is locked since its creation)
+    for note in claims.notes:  # what resume=auto looked at
         log.info("%s", note)
-    run = build.build(cfg, run_dir, choices, overrides, job, model)
+    source = claims.source(cfg.paths.runs_dir, cfg.name, cfg.resume, cfg)
+    run = build.build(cfg, RunDir(run_dir), source, choices, overrides, job, model)
     s, writer, timing, results = run.loop.settings, None, callbacks.Timing(started=started), None
     early = callbacks.EarlyStopping(s.patience, s.monitor)
     guard = callbacks.NonFiniteGuard(s.skip_nonfinite)
@@ -157,7 +173,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     if ranks.main:  # (TensorBoard, the console and checkpoints: rank 0's alone)
         writer = board.open_writer(run_dir, run.state.step if run.resumed else None)
         if not run.resumed:
-            summary.describe(run.model, run.data.in_shape, run_dir, writer)
+            layers.describe(run.model, run.data.in_shape, run.dir, writer)
     try:
         with run.loop.stop as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, 143/130
             cbs = _callbacks(run, deciding, writer, timing, extra or [])
@@ -179,7 +195,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
 def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
     """The loop's callbacks: `deciding` (every rank's), then on rank 0 what reports and saves,
     and `extra` (the other ranks train and agree, and say only what goes wrong)."""
-    from train import callbacks
+    from train.fit import callbacks
 
     if not run.ranks.main:
         return deciding
@@ -215,12 +231,12 @@ def _stopped(stop, interrupted: bool, state, run_dir: Path):
 def check(cfg: DictConfig) -> list[tuple[str, str, float]]:
     """What the schema alone cannot catch, before any work: values left to the user (???),
     keys no schema knows (added with +), and `expect:` lines; the parsed expectations."""
-    path = cfg.data.get("path") if "path" in cfg.data and not config.is_missing(cfg.data, "path") \
+    path = cfg.data.get("path") if "path" in cfg.data and not schema.is_missing(cfg.data, "path") \
         else None  # fmt: skip
     if path is not None and not Path(path).exists():  # (before asking for data.target)
         raise UserError(not_found("data.path", path))
-    config.require_given(cfg)
-    if unknown := config.unknown_keys(cfg):
+    schema.require_given(cfg)
+    if unknown := schema.unknown_keys(cfg):
         raise UserError(
             f"no such config key: {', '.join(unknown)}. A key added with + is not checked by "
             "Hydra and would be ignored; python -m train --cfg job lists every key."
@@ -244,15 +260,13 @@ def _expectation(key: str, goal) -> tuple[str, str, float]:
     return key, parts[0], target
 
 
-_background: list = []  # import threads, joined before the process exits
-
-
-def _import_in_background(name: str) -> None:
+def _import_in_background(name: str):
     """Import `name` on a thread while data loads: torch ops release the GIL, so the two
-    overlap. The first use waits on Python's import lock until it is done."""
+    overlap (~1 s here). The first use waits on Python's import lock until it is done. The
+    thread, to join before the process exits."""
     import importlib
     import threading
 
     thread = threading.Thread(target=importlib.import_module, args=(name,), daemon=True)
     thread.start()
-    _background.append(thread)
+    return thread

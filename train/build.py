@@ -11,8 +11,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from train import augment, distributed, rundir, targets, usercode
+from train.config import targets
+from train.data import augment
 from train.errors import UserError
+from train.models import usercode
+from train.run.rundir import RunDir
+from train.system import distributed
 
 log = logging.getLogger("train")
 
@@ -21,14 +25,14 @@ log = logging.getLogger("train")
 class Run:
     """A run, built: what training, scoring and reporting need, as plain objects."""
 
-    dir: Path
+    dir: RunDir
     ranks: distributed.Ranks
     device: object  # torch.device
     data: object  # train.data.Data
     model: object  # the module whose weights are saved (never a DDP or compiled wrapper)
-    loop: object  # train.loop.Loop (its seed the run's)
-    state: object  # train.loop.State: where training stands (a resumed run's)
-    saver: object  # train.checkpoint.Saver
+    loop: object  # train.fit.loop.Loop (its seed the run's)
+    state: object  # train.fit.loop.State: where training stands (a resumed run's)
+    saver: object  # train.run.checkpoint.Saver
     source: Path | None  # the checkpoint resumed from
     callback_states: dict  # the callbacks' resume state by name (a resumed run's; else empty)
     eval_batch_size: int
@@ -42,25 +46,25 @@ class Run:
         return self.source is not None
 
 
-def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
+def build(cfg: DictConfig, run: RunDir, source: Path | None, choices: dict, overrides: list[str],
           job: int | None = None, model=None) -> Run:  # fmt: skip
-    """The run `cfg` describes, in `run_dir` (resumed where cfg.resume says so); run.json
+    """The run `cfg` describes, in `run` (continuing checkpoint `source`, if any); run.json
     written on rank 0. `choices`: the config groups' options (kept in checkpoints); `job`: a
     sweep job's number (it spreads parallel jobs over the GPUs); `model`: an nn.Module class
     or object to train (train.api), in place of the configured one."""
-    from train import checkpoint
-    from train.loop import Loop
-    from train.task import Task
+    from train.fit.loop import Loop
+    from train.fit.task import Task
+    from train.run import checkpoint
 
     ranks = distributed.ranks()
-    source = rundir.resume_source(cfg.paths.runs_dir, cfg.name, cfg.resume)
-    if source is None and ranks.main and (run_dir / "checkpoints").exists():  # two sweeps in 1 s
-        raise UserError(f"{run_dir} already holds a run's checkpoints; refusing to overwrite them.")
+    if source is None and ranks.main and run.has_checkpoints():  # (two sweeps in one second)
+        raise UserError(f"{run.path} already holds a run's checkpoints; refusing to overwrite "
+                        "them.")  # fmt: skip
     resumed = checkpoint.Checkpoint.read(source) if source is not None else None
     seed = distributed.agreed(lambda: draw_seed(cfg.seed, resumed))  # seed=null: rank 0 draws
     sizes = _batch_sizes(cfg.data)
     _preflight(cfg)
-    device, scaler, autocast = _machine(cfg, seed, ranks, job, run_dir)
+    device, scaler, autocast = _machine(cfg, seed, ranks, job, run.path)
     with distributed.main_first():  # downloads and caches: written once, by rank 0
         data = targets.instantiate("data", cfg.data)
     task = Task.of(data, cfg.trainer.label_smoothing)
@@ -74,8 +78,8 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["seed"] = seed
     if ranks.main:
-        _record(run_dir, config, overrides, device, data, origin)
-    saver = checkpoint.Saver(run_dir / "checkpoints", config, data.meta().to_dict(), choices,
+        _record(run, config, overrides, device, data, origin)
+    saver = checkpoint.Saver(run, config, data.meta().to_dict(), choices,
                              origin)  # fmt: skip
     state = _state(saver, resumed, source, model, optimizer, scheduler, scaler)
     log_data(data, model)
@@ -86,7 +90,7 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
     loop = Loop(model=forward, evaluator=model if ranks.many else forward, optimizer=optimizer,
                 scheduler=scheduler, scaler=scaler, autocast=autocast, task=task, train=train,
                 val=val, settings=s, seed=seed)  # fmt: skip
-    return Run(dir=run_dir, ranks=ranks, device=device, data=data, model=model, loop=loop,
+    return Run(dir=run, ranks=ranks, device=device, data=data, model=model, loop=loop,
                state=state, saver=saver, source=source,
                callback_states=resumed.callbacks if resumed is not None else {},
                eval_batch_size=sizes[1], config=config,
@@ -98,8 +102,8 @@ def build(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str],
 def _machine(cfg: DictConfig, seed: int, ranks, job: int | None, run_dir: Path):
     """Seeds, determinism, the device and its precision (said in the log); checks that fail
     before any data is read."""
-    from train import device as devices
-    from train import doctor
+    from train.system import device as devices
+    from train.system import health
 
     _seed(seed)
     if cfg.trainer.deterministic:
@@ -118,7 +122,7 @@ def _machine(cfg: DictConfig, seed: int, ranks, job: int | None, run_dir: Path):
                  ranks.launcher, ranks.world, distributed.backend(), cfg.data.batch_size,
                  cfg.data.batch_size * ranks.world)  # fmt: skip
     workers = OmegaConf.select(cfg, "data.num_workers", default=0)  # only image_folder has it
-    for warning in doctor.warnings(Path(cfg.paths.data_dir), workers):
+    for warning in health.warnings(Path(cfg.paths.data_dir), workers):
         log.warning("%s", warning)
     return device, scaler, autocast
 
@@ -128,7 +132,7 @@ def _model(cfg: DictConfig, data, device, given=None):
     pretrained model's input statistics replace the data's (its `normalization`)."""
     import torch
 
-    from train import models
+    from train.models import course
 
     if given is None:
         model = targets.instantiate("model", cfg.model, in_shape=data.in_shape,
@@ -138,7 +142,7 @@ def _model(cfg: DictConfig, data, device, given=None):
                                       None)  # fmt: skip
     else:
         model = given
-    models.check_fits(model, data.task, data.num_classes)
+    course.check_fits(model, data.task, data.num_classes)
     if (stats := getattr(model, "normalization", None)) is not None:
         data.mean, data.std = torch.tensor(stats[0]), torch.tensor(stats[1])
     memory_format = _memory_format(cfg.trainer, model)
@@ -159,19 +163,19 @@ def _origin_of(model, given: bool) -> dict | None:
 
 def _preflight(cfg: DictConfig) -> None:
     """What needs no data and would fail late: a pretrained file that is not on disk."""
-    from train import vision
+    from train.models import vision
 
-    if cfg.model._target_ == "train.vision.Vision":
+    if cfg.model._target_ == "train.models.vision.Vision":
         vision.check_weights(cfg.model.arch, cfg.model.weights, cfg.model.torch_home)
 
 
 def _probe(model, data, device, memory_format, cfg_model) -> None:
     """A model not of ours (torchvision's, yours) on one example, before training: an input it
     cannot take or a wrong output shape said now, naming your file and line."""
-    from train import batches
+    from train.data import batches
 
     target = cfg_model._target_
-    if target.startswith("train.models."):
+    if target.startswith("train.models.course."):
         return
     split = data.train
     raw = split.x[:1] if hasattr(split, "x") else split.dataset[0][0][None]
@@ -180,18 +184,18 @@ def _probe(model, data, device, memory_format, cfg_model) -> None:
     usercode.check_forward(model, x, data.num_outputs, file, type(model).__name__)
 
 
-def _record(run_dir: Path, config: dict, overrides: list[str], device, data,
+def _record(run: RunDir, config: dict, overrides: list[str], device, data,
             origin: dict) -> None:  # fmt: skip
-    from train import record, report
+    from train.run import record
 
-    blob = record.collect(config, overrides, config["seed"], device,
-                          config["trainer"]["deterministic"], data.fingerprint, origin)  # fmt: skip
-    report.write_json(report.unused_path(run_dir / "run.json"), blob.to_dict())
+    run.add_record(record.collect(config, overrides, config["seed"], device,
+                                  config["trainer"]["deterministic"], data.fingerprint,
+                                  origin))  # fmt: skip
 
 
 def _state(saver, resumed, source, model, optimizer, scheduler, scaler):
     """A fresh loop state, or the resumed run's with every weight and generator restored."""
-    from train.loop import State
+    from train.fit.loop import State
 
     if resumed is None:
         return State()
@@ -216,7 +220,7 @@ def _batch_sizes(cfg_data: DictConfig) -> tuple[int, int]:
 def _batches(data, sizes: tuple[int, int], device, memory_format, augmenting, seed: int):
     """This rank's shard of the train and val batches, normalised on `device`; the training
     batches augmented (`augmenting`: a train.augment augmentation, or None)."""
-    from train.batches import Batches, Normalizer
+    from train.data.batches import Batches, Normalizer
 
     ranks = distributed.ranks()
     norm = Normalizer(data, device, memory_format)
@@ -229,7 +233,7 @@ def _batches(data, sizes: tuple[int, int], device, memory_format, augmenting, se
 
 def settings(cfg_trainer: DictConfig, task, quiet: bool = False):
     """The loop's settings from cfg.trainer, each checked against its range."""
-    from train.loop import Settings
+    from train.fit.loop import Settings
 
     if cfg_trainer.monitor not in task.metric_names:
         raise UserError(
@@ -287,7 +291,7 @@ def _precision(amp: str, device):
     if amp == "bf16" and device.type == "mps" and not torch.backends.mps.is_macos_or_newer(14, 0):
         raise UserError("trainer.amp=bf16 on MPS needs macOS 14 or newer; use trainer.amp=off.")
     if amp == "bf16" and device.type in ("cuda", "xpu"):
-        from train.device import name
+        from train.system.device import name
 
         if not getattr(torch, device.type).is_bf16_supported():
             raise UserError(f"trainer.amp=bf16: this {device.type} device ({name(device)}) has "

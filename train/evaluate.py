@@ -11,22 +11,24 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import cmdline, conf, config
+from train import config
+from train.config import cmdline, schema
 from train.errors import UserError, run_entrypoint
+from train.run.rundir import RunDir
 
 log = logging.getLogger("train")
 SPLITS = ("train", "val", "test")
 
 
 def main() -> None:
-    conf.register()
+    config.register()
     run_entrypoint(
-        lambda: cmdline.check_argv(config.EvaluateConfig) or _hydra_main(),
-        usage=cmdline.usage(__doc__, config.EvaluateConfig),
+        lambda: cmdline.check_argv(schema.EvaluateConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, schema.EvaluateConfig),
     )
 
 
-@hydra.main(config_path=conf.CONF_DIR, config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=config.CONF_DIR, config_name="evaluate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     evaluate_run(Path(cfg.run), cfg.checkpoint, cfg.split, cfg.device, cfg.batch_size, out,
@@ -41,8 +43,9 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
     user's (train.usercode); `model`: the class, if it trained an object (train.api)."""
     import torch
 
-    from train import report
-    from train.device import choose
+    from train.fit import scoring
+    from train.run import files
+    from train.system.device import choose
     from train.trained import load
 
     _check_request(run, which, split, out)
@@ -57,7 +60,7 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
         raise UserError(f"split={split}: this run's data has no {split} split; it has {have}.")
     model = trained.model.to(device)
     size = batch_size or trained.config["data"].get("eval_batch_size") or 1024
-    results, confusion = report.score(model, data, trained.task, device, nullcontext,
+    results, confusion = scoring.score(model, data, trained.task, device, nullcontext,
                                       splits=(split,), batch_size=size)  # fmt: skip
     saved = {
         "run": str(run),
@@ -75,15 +78,18 @@ def evaluate_run(run: Path, which: str, split: str, device_name: str,
             meta.class_names,
             "\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion.tolist()),
         )
-    dest = out if out is not None else report.unused_path(run / f"evaluation-{split}.json")
-    report.write_json(dest, saved)
+    if out is None:
+        dest = RunDir(run).write_json(f"evaluation-{split}.json", saved, numbered=True)
+    else:  # (a file of the user's own, outside the run dir)
+        dest = out
+        files.write_json(out, saved)
     log.info("saved %s", dest)
     return saved
 
 
 def _check_request(run: Path, which: str, split: str, out: Path | None) -> None:
     """Before any work: valid choices, and a place to save that is writable and not a link."""
-    from train import files, report
+    from train.run import files
 
     if split not in SPLITS or which not in ("best", "last"):
         raise UserError(
@@ -92,10 +98,10 @@ def _check_request(run: Path, which: str, split: str, out: Path | None) -> None:
         )
     if out is not None and out.exists():
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
-    report.writable(out.parent if out is not None else run, "the evaluation",
+    files.writable(out.parent if out is not None else run, "the evaluation",
                     "give out=<file.json> somewhere writable.")  # fmt: skip
     if out is None:  # (it writes into the run dir: one holding a planted link is refused)
-        files.refuse_links_in(run)
+        RunDir(run).refuse_links()
 
 
 if __name__ == "__main__":

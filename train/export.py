@@ -12,7 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import cmdline, conf, config
+from train import config
+from train.config import cmdline, schema
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -23,14 +24,14 @@ HELD_OUT = 256
 
 
 def main() -> None:
-    conf.register()
+    config.register()
     run_entrypoint(
-        lambda: cmdline.check_argv(config.ExportConfig) or _hydra_main(),
-        usage=cmdline.usage(__doc__, config.ExportConfig),
+        lambda: cmdline.check_argv(schema.ExportConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, schema.ExportConfig),
     )
 
 
-@hydra.main(config_path=conf.CONF_DIR, config_name="export", version_base="1.3")
+@hydra.main(config_path=config.CONF_DIR, config_name="export", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     export_run(Path(cfg.run), cfg.format, cfg.checkpoint, out, cmdline.paths(cfg.code))
@@ -40,24 +41,29 @@ def export_run(run: Path, fmt: str, which: str = "best", out: Path | None = None
                model=None) -> Path:  # fmt: skip
     """Export `run`'s model as `fmt` (to `out`, or beside its checkpoint), check parity, and
     return the file written. `code`, `model`: a user's model (see train.evaluate)."""
-    from train import files, report
+    from train.run import files
+    from train.run.rundir import RunDir
     from train.trained import load
 
     if fmt not in FORMATS:
         raise UserError(f"format={fmt} is not supported; use one of {list(FORMATS)}.")
     if out is not None and out.exists():
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
-    report.writable(out.parent if out is not None else run / "checkpoints", "the exported model",
+    files.writable(out.parent if out is not None else run / "checkpoints", "the exported model",
                     f"give out=<file{Path(FORMATS[fmt]).suffix}> somewhere writable.")  # fmt: skip
     if out is None:  # (it writes into the run dir: one holding a planted link is refused)
-        files.refuse_links_in(run)
+        RunDir(run).refuse_links()
     trained = load(run, which, code, model)
     x = _held_out(trained)
-    target = out if out is not None else report.unused_path(trained.path.parent / FORMATS[fmt])
     blob = (_onnx if fmt == "onnx" else _torchscript)(trained, x)
     got = (_run_onnx if fmt == "onnx" else _run_torchscript)(blob, x)
-    _check_parity(trained, x, got, target)
-    files.write(target, blob, "the exported model")
+    _check_parity(trained, x, got, out if out is not None else f"checkpoints/{FORMATS[fmt]}")
+    if out is None:
+        target = RunDir(run).write(f"checkpoints/{FORMATS[fmt]}", blob, "the exported model",
+                                   numbered=True)  # fmt: skip
+    else:  # (a file of the user's own, outside the run dir)
+        target = out
+        files.write(out, blob, "the exported model")
     log.info("wrote %s (%s; agrees with PyTorch on %d held-out inputs)", target, fmt, len(x))
     return target
 
@@ -157,7 +163,7 @@ def _run_torchscript(blob: bytes, x):
         return torch.jit.load(io.BytesIO(blob)).eval()(x)
 
 
-def _check_parity(trained, x, got, target: Path) -> None:
+def _check_parity(trained, x, got, target) -> None:
     import torch
 
     with torch.inference_mode():

@@ -11,17 +11,18 @@ from train.errors import UserError, run_entrypoint
 
 
 def main(argv: list[str]) -> None:
-    from train import cmdline, conf, config, targets
+    from train import config
+    from train.config import cmdline, schema, targets
 
     wanted = [a.split("=", 1)[1] for a in argv if a.startswith("weights=")]
     rest = [a for a in argv if not a.startswith("weights=")]
-    cmdline.check(rest, config.Config, Path(conf.CONF_DIR) / "config.yaml")
-    cfg = conf.checked(rest)
+    cmdline.check(rest, schema.Config, Path(config.CONF_DIR) / "config.yaml")
+    cfg = config.checked(rest)
     for spec in wanted:
         print(f"ready: {weights(spec, cfg.paths.torch_home)}")
     if wanted and not any(a.startswith("data=") for a in rest):
         return
-    config.require_given(cfg)
+    schema.require_given(cfg)
     extra = {"download": True} if "download" in cfg.data else {}
     data = targets.instantiate("data", cfg.data, **extra)
     sizes = ", ".join(
@@ -34,7 +35,7 @@ def weights(spec: str, torch_home: str) -> Path:
     """`arch` or `arch:name` (DEFAULT when no name) downloaded, hash-checked, into place."""
     import torch
 
-    from train import vision
+    from train.models import vision
 
     arch, _, name = spec.partition(":")
     chosen = vision.weights_of(arch, name or "DEFAULT")

@@ -15,7 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from train import cmdline, conf, config
+from train import config
+from train.config import cmdline, schema
 from train.errors import UserError, run_entrypoint
 
 log = logging.getLogger("train")
@@ -23,14 +24,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def main() -> None:
-    conf.register()
+    config.register()
     run_entrypoint(
-        lambda: cmdline.check_argv(config.PredictConfig) or _hydra_main(),
-        usage=cmdline.usage(__doc__, config.PredictConfig),
+        lambda: cmdline.check_argv(schema.PredictConfig) or _hydra_main(),
+        usage=cmdline.usage(__doc__, schema.PredictConfig),
     )
 
 
-@hydra.main(config_path=conf.CONF_DIR, config_name="predict", version_base="1.3")
+@hydra.main(config_path=config.CONF_DIR, config_name="predict", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out is not None else None
     predict_run(Path(cfg.run), str(cfg.inputs), cfg.checkpoint, out, cmdline.paths(cfg.code))
@@ -40,14 +41,13 @@ def predict_run(run: Path, inputs: str, which: str = "best", out: Path | None = 
                 model=None) -> list:  # fmt: skip
     """Predict on `inputs` with `run`'s model; the (source, prediction, probability) rows.
     `code`, `model`: a user's model or data code (see train.evaluate)."""
-    from train import files as written
-    from train import report
+    from train.run import files as written
     from train.trained import load
 
     if out is not None and out.exists():
         raise UserError(f"out={out} already exists; give a new file name (nothing is overwritten).")
     if out is not None:
-        report.writable(out.parent, f"out={out}", "give out= a file somewhere writable.")
+        written.writable(out.parent, f"out={out}", "give out= a file somewhere writable.")
     trained = load(run, which, code, model)
     reader = _user_reader(trained)
     wanted = "any" if reader else "csv" if not trained.is_image else "image"
@@ -135,7 +135,7 @@ def _expand(inputs: str, wanted: str) -> list[Path]:
 def _user_reader(trained):
     """The read(path) function of a run's own data code (train.usercode), or None: the file
     runs only if the caller named it (code=...) and it is unchanged."""
-    from train import usercode
+    from train.models import usercode
 
     stored = trained.config["data"]
     if stored.get("_target_") != usercode.DATA:
@@ -152,7 +152,7 @@ def _read_with(reader, files: list[Path], trained):
     """Inputs read by the run's own read(path), each checked against the model's input shape."""
     import torch
 
-    from train import usercode
+    from train.models import usercode
 
     read, file = reader
     sources, tensors, skipped = [], [], []
@@ -182,7 +182,7 @@ def _read_images(files: list[Path], trained):
     model's size only where training resized (image_folder), else the size must match."""
     import torch
 
-    from train import folder, images
+    from train.data import folder, images
 
     meta = trained.meta
     c, h, w = meta.in_shape
@@ -208,7 +208,7 @@ def _read_images(files: list[Path], trained):
 
 def _prep(trained):
     """The run's TablePrep; for runs before it was saved, their numeric feature columns."""
-    from train.tables import TablePrep
+    from train.data.tables import TablePrep
 
     meta = trained.meta
     if meta.table is not None:
@@ -222,7 +222,7 @@ def _read_tables(files: list[Path], trained):
     import numpy as np
     import torch
 
-    from train import tables
+    from train.data import tables
 
     prep = _prep(trained)
     sources, parts = [], []

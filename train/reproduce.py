@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train import record
 from train.errors import UserError, run_entrypoint
-from train.resume import checked_overrides
+from train.run.resume import checked_overrides
+from train.run.rundir import RunDir
 
 SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=", "model.code=", "data.code=")
 
@@ -24,7 +24,7 @@ SKIP = ("resume=", "seed=", "paths.runs_dir=", "trainer.progress=", "model.code=
 def replay(run: Path, scratch: Path, code=()) -> Path:
     """Train again from `run`'s records into `scratch`; the new run dir. A run of a user's
     code replays only with the file named again in `code`, unchanged (train.usercode)."""
-    recs = record.read_all(run)
+    recs = RunDir(run).records()
     first = recs[0]
     data_dir = Path(first.cwd or ".") / first.config["paths"]["data_dir"]
     fixed = [f"paths.runs_dir={scratch}", f"paths.data_dir={data_dir}", "trainer.progress=lines",
@@ -41,7 +41,7 @@ def replay(run: Path, scratch: Path, code=()) -> Path:
 
 def _user_code(first, code) -> list[str]:
     """model.code=... / data.code=... for the files `code` names that are the run's own."""
-    from train import usercode
+    from train.models import usercode
 
     consent, out = usercode.Consent(code), []
     for group in ("model", "data"):
@@ -84,7 +84,7 @@ PROVENANCE = {
 def environment_changes(a: Path, b: Path) -> str | None:
     """One line naming what of PROVENANCE differs between run `a`'s first record and run `b`'s
     (the original and its re-run); None when nothing does."""
-    ra, rb = record.read_all(a)[0].to_dict(), record.read_all(b)[0].to_dict()
+    ra, rb = (RunDir(r).records()[0].to_dict() for r in (a, b))
     changed = []
     for name, (part, key) in PROVENANCE.items():
         was, now = (ra.get(part) or {}).get(key), (rb.get(part) or {}).get(key)
@@ -101,15 +101,12 @@ def differences(a: Path, b: Path) -> list[str]:
     metrics.json; [] if nothing."""
     import torch
 
-    from train import checkpoint
-
     diffs = []
-    fa, fb = (record.read_all(r)[-1].data_fingerprint for r in (a, b))
+    fa, fb = (RunDir(r).records()[-1].data_fingerprint for r in (a, b))
     if fa != fb:
         diffs.append(f"the data changed: the run trained on data with fingerprint {fa}, the "
                      f"re-run found {fb}")  # fmt: skip
-    wa = checkpoint.Checkpoint.read(a / "checkpoints" / "last.pt").model
-    wb = checkpoint.Checkpoint.read(b / "checkpoints" / "last.pt").model
+    wa, wb = (RunDir(r).read_checkpoint("last").model for r in (a, b))
     for key in sorted(set(wa) | set(wb)):
         if key not in wa or key not in wb:
             diffs.append(f"weight {key}: only in one run")
@@ -118,19 +115,17 @@ def differences(a: Path, b: Path) -> list[str]:
         elif not torch.equal(wa[key], wb[key]):
             gap = (wa[key].double() - wb[key].double()).abs().max().item()
             diffs.append(f"weight {key}: differs (max abs difference {gap:.3g})")
-    ma = _flat(_results(a / "metrics.json"))
-    mb = _flat(_results(b / "metrics.json"))
+    ma, mb = (_flat(_results(r)) for r in (a, b))
     for key in sorted(set(ma) | set(mb)):
         if ma.get(key) != mb.get(key):
             diffs.append(f"metric {key}: {ma.get(key)} vs {mb.get(key)}")
     return diffs
 
 
-def _results(path: Path) -> dict:
-    """metrics.json without "timing": how long things took is not part of the result."""
-    from train.report import Metrics
-
-    return {k: v for k, v in Metrics.read(path).to_dict().items() if k != "timing"}
+def _results(run: Path) -> dict:
+    """The run's metrics.json without "timing": how long things took is not part of the
+    result."""
+    return {k: v for k, v in RunDir(run).metrics().to_dict().items() if k != "timing"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -149,10 +144,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         raise UserError("usage: python -m train.reproduce <run dir> [code=<your file> ...]")
     run = Path(argv[0])
-    if not (run / "metrics.json").is_file():
+    if not RunDir(run).finished():
         raise UserError(f"{run} is not a finished run (no metrics.json).")
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
-        print(f"re-running {run} ({len(record.read_all(run))} invocation(s)) ...", flush=True)
+        print(f"re-running {run} ({len(RunDir(run).records())} invocation(s)) ...", flush=True)
         rerun = replay(run, Path(scratch), code)
         if changed := environment_changes(run, rerun):
             print(changed, flush=True)

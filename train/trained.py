@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from train import checkpoint
-from train.batches import Normalizer
-from train.data import DataMeta
+from train.data.batches import Normalizer
 from train.errors import UserError
-from train.task import Task
+from train.fit.task import Task
+from train.run import checkpoint
+from train.run.meta import DataMeta
+from train.run.rundir import RunDir
 
 
 @dataclass
@@ -26,12 +27,12 @@ class Trained:
     path: Path  # the checkpoint it came from
     step: int  # the optimizer steps behind those weights
     origin: dict | None = None  # a pretrained file, a user's code (the checkpoint's origin)
-    consent: object = None  # train.usercode.Consent: the user files the caller named
+    consent: object = None  # train.models.usercode.Consent: the user files the caller named
 
     def data(self):
         """The run's data, rebuilt from its recorded config (a user's data code: only as a
         file the caller named, unchanged)."""
-        from train import targets
+        from train.config import targets
 
         return targets.call("data", self.config["data"], self.consent, self.origin)
 
@@ -81,18 +82,19 @@ def load(run: Path, which: str = "best", code=(), model=None) -> Trained:
     built by `train.targets` (never a callable the record names outside the allowlist). A
     user's model file runs only if `code` names it (unchanged); a model trained from an
     object (train.api) takes its class (or an object of it) as `model`."""
-    from train import targets, usercode
+    from train.config import targets
+    from train.models import usercode
 
     if which not in ("best", "last"):
         raise UserError(f"checkpoint={which}: use best or last.")
-    path = run / "checkpoints" / f"{which}.pt"
+    path = RunDir(run).checkpoint(which)
     if not path.is_file():
         raise UserError(
             f"run={run} has no {which} checkpoint ({path} does not exist). Give the directory of "
             "a run that finished at least one epoch, e.g. runs/digits_mlp/<time>."
         )
-    blob = checkpoint.Checkpoint.read(path)
-    meta = DataMeta.from_dict(blob.data)
+    blob = RunDir(run).read_checkpoint(which)
+    meta = DataMeta.read(blob.data, path)
     consent = usercode.Consent(code)
     stored = blob.config["model"]
     if model is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.errors import UserError, run_entrypoint
-from train.loop import Callback
+from train.fit.loop import Callback
 
 log = logging.getLogger("train.tune")  # on the console; the trials' own lines in train.log
 PRUNERS = ("median", "hyperband", "none")
@@ -45,7 +45,7 @@ class Settings:
     storage: str | None = None  # an Optuna storage URL shared by machines (default: study.db)
 
 
-def split_args(argv: list[str]) -> tuple[Settings, list[str]]:
+def settings_of(argv: list[str]) -> tuple[Settings, list[str]]:
     """The tune.* settings, checked, and the overrides for every trial's `python -m train`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -83,7 +83,7 @@ def load_space(name: str) -> dict[str, dict]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from train.conf import CONF_DIR
+    from train.config import CONF_DIR
 
     folder = Path(CONF_DIR) / "tune" / "space"
     path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
@@ -125,7 +125,7 @@ def _not_a_distribution(d) -> str | None:
 def check_space(space: dict[str, dict], compose) -> None:
     """Refuse, before any trial, a group choice that is no option of its group and a key that
     no option of its group has (a typo would otherwise search nothing, silently)."""
-    from train.conf import CONF_DIR
+    from train.config import CONF_DIR
 
     def options(group: str) -> list[str]:
         return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
@@ -294,23 +294,25 @@ class Interrupted(KeyboardInterrupt):
 
 def compose(overrides: list[str], hydra: bool = False):
     """A trial's config; Hydra's errors as one paragraph."""
-    from train import conf
+    from train import config
 
-    return conf.checked(overrides, hydra=hydra)
+    return config.checked(overrides, hydra=hydra)
 
 
 def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
     """`python -m train overrides...` into `run_dir`, in this process; the monitored value of
     its best weights. Its log also goes to run_dir/train.log, as Hydra's would."""
-    from train import app, files, rundir
+    from train import app
+    from train.run.claims import Claims
+    from train.run.rundir import RunDir
 
-    rundir.forget()
+    claims = Claims().register()  # (this trial's: run_dir is the trial's own)
     cfg = compose(overrides, hydra=True)
-    handler = files.LogFile(run_dir / "train.log")
+    handler = RunDir(run_dir).log_handler()
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return app.train_composed(cfg, run_dir, callbacks=[report])[1]
+        return app.train_composed(cfg, claims, run_dir, callbacks=[report])[1]
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -318,10 +320,11 @@ def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
 
 def _mark(run_dir: Path, trial, state: str, params: list[str], **more) -> None:
     """tune.json in the trial's run dir: which study and trial it was, and how it ended."""
-    from train.report import write_json
+    from train.run.rundir import RunDir
 
-    write_json(run_dir / "tune.json", {"study": trial.study.study_name, "trial": trial.number,
-                                       "state": state, "params": params, **more})  # fmt: skip
+    RunDir(run_dir).write_json("tune.json", {"study": trial.study.study_name,
+                                             "trial": trial.number, "state": state,
+                                             "params": params, **more})  # fmt: skip
 
 
 def run_workers(argv: list[str], s: Settings) -> None:
@@ -329,7 +332,7 @@ def run_workers(argv: list[str], s: Settings) -> None:
     GPU each where there are GPUs, else an equal share of the CPU cores each."""
     import torch
 
-    from train.device import cpu_budget
+    from train.system.device import cpu_budget
 
     shares = [s.n_trials // s.workers + (i < s.n_trials % s.workers) for i in range(s.workers)]
     threads, gpus = max(1, cpu_budget()[0] // s.workers), torch.cuda.device_count()
@@ -376,7 +379,7 @@ def summarize(study, study_dir: Path, base: list[str]) -> dict | None:
                                           "params": best.params,
                                           "run_dir": best.user_attrs.get("run_dir"),
                                           "command": command}}  # fmt: skip
-    from train.report import write_json
+    from train.run.files import write_json
 
     write_json(study_dir / "summary.json", summary)
     history_png(trials, study.direction.name == "MINIMIZE", study_dir / "history.png")
@@ -391,11 +394,11 @@ def summarize(study, study_dir: Path, base: list[str]) -> dict | None:
 def _trained_with(trial, fallback: list[str]) -> list[str]:
     """The overrides the trial's run recorded (its run.json): what retrains it, whatever a
     later call of the study was given."""
-    from train.record import RunRecord
+    from train.run.rundir import RunDir
 
     run = trial.user_attrs.get("run_dir")
     try:
-        return RunRecord.read(Path(run) / "run.json").overrides if run else fallback
+        return RunDir(run).records()[0].overrides if run else fallback
     except UserError:
         return fallback
 
@@ -452,7 +455,7 @@ def main(argv: list[str]) -> None:
     logging.getLogger().handlers[0].addFilter(
         lambda r: r.name == log.name or r.levelno >= logging.WARNING
     )
-    s, base = split_args(argv)
+    s, base = settings_of(argv)
     cfg = compose(base)  # every trial's config: checked once, before any trial
     app.check(cfg)
     space = load_space(s.space)

@@ -17,7 +17,7 @@ class _TrainJobs(BaseSubmititLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int,
                  job_id: str, singleton_state: dict) -> Any:  # fmt: skip
         """One task of a job, on its node (each of the job's tasks runs it)."""
-        from train import slurm
+        from train.system import slurm
 
         def run(overrides: list[str]) -> Any:
             return BaseSubmititLauncher.__call__(self, overrides, job_dir_key, job_num, job_id,
@@ -28,7 +28,7 @@ class _TrainJobs(BaseSubmititLauncher):
 
     def launch(self, job_overrides, initial_job_idx: int):
         """Submit the jobs and wait for their results."""
-        from train import slurm
+        from train.system import slurm
 
         sweep_dir = str(self.config.hydra.sweep.dir)
         with slurm.failures_said(sweep_dir, self._EXECUTOR):

@@ -4,10 +4,11 @@ else refused in one line."""
 import pytest
 import torch
 
-from train import callbacks, checkpoint
-from train.checkpoint import Checkpoint
+from train.fit import callbacks
+from train.run import checkpoint
+from train.run.checkpoint import Checkpoint
 from train.errors import UserError
-from train.loop import State
+from train.fit.loop import State
 
 
 def _blob(**changes) -> dict:
@@ -19,7 +20,7 @@ def _blob(**changes) -> dict:
     blob = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": None,
             "scaler": {}, "state": state.to_dict(), "callbacks": callbacks.states([early, guard]),
             "rng": checkpoint.rng_state(), "config": {"seed": 0}, "data": {}, "choices": {},
-            "torch": str(torch.__version__), "format": checkpoint.FORMAT}  # fmt: skip
+            "torch": str(torch.__version__), "format": Checkpoint.FORMAT}  # fmt: skip
     blob.update(changes)
     return blob
 
@@ -27,7 +28,7 @@ def _blob(**changes) -> dict:
 def test_this_format_round_trips_the_callbacks_state(tmp_path):
     checkpoint.save(tmp_path / "last.pt", _blob())
     got = Checkpoint.read(tmp_path / "last.pt")
-    assert got.format == 2 and got.state["step"] == 40
+    assert got.format == 3 and got.state["step"] == 40
     assert got.callbacks["early_stopping"] == {"bad_epochs": 2}
     assert got.callbacks["nonfinite"]["skipped"] == 3
 
@@ -49,11 +50,28 @@ def test_a_format_1_checkpoint_is_read_with_its_callbacks_state_moved_out_of_the
 
 
 def test_another_format_is_refused_naming_what_is_read(tmp_path):
-    checkpoint.save(tmp_path / "new.pt", _blob(format=3))
+    checkpoint.save(tmp_path / "new.pt", _blob(format=4))
     with pytest.raises(
-        UserError, match=r"is format 3; this version of train reads formats 1 and 2"
+        UserError,
+        match=r"new.pt is a checkpoint of format 4; this version of train reads "
+        r"formats 1 to 3",
     ):
         Checkpoint.read(tmp_path / "new.pt")
+
+
+def test_a_format_2_checkpoint_names_its_models_as_this_version_does(tmp_path):
+    """Format 2 was written before train/ was regrouped into rooms: its config names
+    train.models.MLP, which this version calls train.models.course.MLP (and a user's code
+    train.usercode.model: train.models.usercode.model, which resume checks for consent)."""
+    config = {"seed": 0, "model": {"_target_": "train.models.MLP", "hidden": [8]},
+              "data": {"_target_": "train.usercode.data", "code": "ds.py"}}  # fmt: skip
+    checkpoint.save(tmp_path / "old.pt", _blob(format=2, config=config))
+    got = Checkpoint.read(tmp_path / "old.pt")
+    assert got.config["model"] == {"_target_": "train.models.course.MLP", "hidden": [8]}
+    assert got.config["data"]["_target_"] == "train.models.usercode.data"
+    from train.config import targets
+
+    assert got.config["model"]["_target_"] in targets.MODELS
 
 
 def test_a_callbacks_entry_of_anything_but_numbers_is_refused(tmp_path):

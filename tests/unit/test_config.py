@@ -7,9 +7,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from train import build, conf
+from train import build
+from train import config
 
-CONF = Path(conf.CONF_DIR)
+CONF = Path(config.CONF_DIR)
 # Group options that need a value only the user can give.
 REQUIRED = {
     "data/csv": ["data.path=x.csv", "data.target=y"],
@@ -26,7 +27,7 @@ OPTIONS = sorted(
 
 
 def _compose(overrides):
-    return conf.compose(overrides, hydra=True)
+    return config.compose(overrides, hydra=True)
 
 
 def test_every_group_has_options():
@@ -41,7 +42,7 @@ def test_option_composes_and_resolves(option):
     cfg = _compose([f"{group}={name}", *REQUIRED.get(option, [])])
     cfg.hydra.runtime.choices  # noqa: B018 - composes with Hydra's own config too
     plain = OmegaConf.to_container(cfg.data, resolve=True)
-    assert plain["_target_"].startswith(("train.data.", "train.usercode.data"))
+    assert plain["_target_"].startswith(("train.data.", "train.models.usercode.data"))
     if group == "experiment":
         assert cfg.expect, f"{option} must say what result it should reach (expect:)"
         assert cfg.name == name
@@ -125,20 +126,20 @@ def _schema_defaults(schema) -> dict:
 
 def test_the_schemas_defaults_are_the_yamls_where_both_set_one():
     """A key's default lives in one place: conf/config.yaml. Where the schema carries one too
-    (train/config.py), it is the same, so reading the schema never misleads (it said 10 epochs
+    (train/config/schema.py), it is the same, so reading the schema never misleads (it said 10 epochs
     and no patience while a run got 100 and 10)."""
-    from train import config
+    from train.config import schema
 
     body = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"), resolve=False)
-    pairs = [(config.Config, body, ""), (config.TrainerConfig, body["trainer"], "trainer."),
-             (config.PathsConfig, body["paths"], "paths.")]  # fmt: skip
+    pairs = [(schema.Config, body, ""), (schema.TrainerConfig, body["trainer"], "trainer."),
+             (schema.PathsConfig, body["paths"], "paths.")]  # fmt: skip
     differ = []
-    for schema, yaml, prefix in pairs:
-        for key, value in _schema_defaults(schema).items():
+    for node, yaml, prefix in pairs:
+        for key, value in _schema_defaults(node).items():
             if not isinstance(yaml.get(key), dict) and yaml.get(key, value) != value:
                 differ.append(f"{prefix}{key}: schema {value!r}, YAML {yaml[key]!r}")
     assert not differ, differ
-    assert set(config.TrainerConfig.__dataclass_fields__) == set(body["trainer"])
+    assert set(schema.TrainerConfig.__dataclass_fields__) == set(body["trainer"])
 
 
 @pytest.mark.parametrize("overrides, said", [
@@ -153,7 +154,7 @@ def test_a_command_s_bad_override_is_one_paragraph_that_names_it(overrides, said
     from train.errors import UserError
 
     with pytest.raises(UserError) as e:
-        conf.checked(overrides, doing="x")
+        config.checked(overrides, doing="x")
     assert str(e.value).startswith(f"x: {said}"), str(e.value)
     assert "\n" not in str(e.value) and "full_key" not in str(e.value)
     assert "search path" not in str(e.value)

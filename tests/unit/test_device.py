@@ -4,8 +4,9 @@ trainer.amp takes on each: with the accelerators mocked, as no such machine is h
 import pytest
 import torch
 
-from train import build, record
-from train import device as devices
+from train import build
+from train.run import record
+from train.system import device as devices
 from train.errors import UserError
 
 

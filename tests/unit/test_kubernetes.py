@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import conf
+from train import config
 
 K8S = Path(__file__).resolve().parents[2] / "docker" / "k8s"
 DOCKERFILE = (K8S.parent.parent / "Dockerfile.cuda").read_text()  # (the image the jobs run)
@@ -90,7 +90,7 @@ def test_each_node_runs_torchrun_on_our_cuda_image_with_overrides_our_config_acc
     assert args[at + 1] == "train" and all(a.startswith("--") for a in args[:at])  # torchrun's
     overrides = args[at + 2 :]
     assert all("=" in o for o in overrides) and "resume=auto" in overrides
-    conf.compose(overrides)  # a typo'd key or option fails here, not on the cluster
+    config.compose(overrides)  # a typo'd key or option fails here, not on the cluster
 
 
 @pytest.mark.parametrize("trainer, container, pod", PODS)

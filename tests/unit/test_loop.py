@@ -6,12 +6,12 @@ import contextlib
 import pytest
 import torch
 
-from train import callbacks
-from train.batches import Batches, Normalizer
-from train.data import synthetic
+from train.fit import callbacks
+from train.data.batches import Batches, Normalizer
+from train.data.sets import synthetic
 from train.errors import UserError
-from train.loop import Callback, Epoch, Loop, Settings, State, StopTraining, fit
-from train.task import Task
+from train.fit.loop import Callback, Epoch, Loop, Settings, State, StopTraining, fit
+from train.fit.task import Task
 
 CPU = torch.device("cpu")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from train.errors import UserError
-from train.models import CNN, MLP, Linear, check_fits, logistic, softmax
+from train.models.course import CNN, MLP, Linear, check_fits, logistic, softmax
 
 
 @pytest.mark.parametrize("in_shape", [(3,), (1, 8, 8), (3, 32, 32)])

@@ -2,7 +2,7 @@
 
 import logging
 
-from train import progress
+from train.fit import progress
 
 
 def test_bar_mode_draws_a_bar_and_yields_everything(capsys):

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from train import signals
+from train.system import signals
 
 
 def test_a_signal_relayed_twice_is_one_request_and_a_later_one_stops_at_once(monkeypatch):
@@ -61,7 +61,7 @@ def test_a_copy_handled_late_is_still_the_same_request(monkeypatch):
 
 
 def test_until_training_handlers_are_marked_so_after_training_replaces_only_ours():
-    previous = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    previous = {s: signal.getsignal(s) for s in signals.stop_signals()}
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signals.after_training()  # (a notebook's process: nothing of ours to replace)

@@ -6,7 +6,9 @@ import signal
 
 import pytest
 
-from train import distributed, signals, slurm
+from train.system import distributed
+from train.system import signals
+from train.system import slurm
 from train.errors import UserError
 
 SLURM_STEP = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
@@ -55,11 +57,18 @@ def test_only_a_restarted_job_with_a_checkpoint_continues(env, tmp_path):
     assert slurm._continued(tmp_path) == [f"resume={tmp_path}"]
 
 
-def test_slurms_warning_joins_the_graceful_stop_signals_once(monkeypatch):
-    monkeypatch.setattr(signals, "SIGNALS", [signal.SIGTERM, signal.SIGINT])
-    signals.stop_also_on(signal.SIGUSR2)
-    signals.stop_also_on(signal.SIGUSR2)
-    assert signals.SIGNALS == [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2]
+def test_slurms_warning_joins_the_graceful_stop_signals_in_a_submitit_job(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    assert signals.stop_signals() == (signal.SIGTERM, signal.SIGINT)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # (what submitit sets in its jobs)
+    assert signals.stop_signals() == (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "TERM")  # (submitit's own knob: once)
+    assert signals.stop_signals() == (signal.SIGTERM, signal.SIGINT)
+    import submitit
+
+    monkeypatch.setattr(submitit.JobEnvironment, "USR_SIG", "TERM")
+    assert submitit.JobEnvironment._usr_sig() in signals.stop_signals()
 
 
 def _bad_input(overrides):
@@ -70,7 +79,7 @@ def _bad_input(overrides):
 def test_a_task_leaves_the_process_group_however_it_ends(monkeypatch, tmp_path, job):
     """Left to the interpreter's exit, the group's teardown aborted a rank now and then, and
     sacct said FAILED for a job that had finished."""
-    monkeypatch.setattr(signals, "SIGNALS", list(signals.SIGNALS))
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # (as in a job submitit started)
     left = []
     monkeypatch.setattr(distributed, "finish", lambda: left.append(True))
     with contextlib.suppress(UserError):

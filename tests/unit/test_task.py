@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from train.task import Task
+from train.fit.task import Task
 
 BATCHES = 139
 
