@@ -220,9 +220,9 @@ def test_a_full_disk_at_the_tensorboard_writer_is_one_paragraph(tmp_path, monkey
     with mounted("tmpfs", tmp_path / "disk", size="2m") as disk:
         real = board.open_writer
 
-        def full(run_dir, step):
+        def full(run_dir, step, flush_secs):
             fill(disk)
-            return real(run_dir, step)
+            return real(run_dir, step, flush_secs)
 
         monkeypatch.setattr(board, "open_writer", full)
         with pytest.raises(UserError, match=r"cannot write TensorBoard's event file in .*No space"):

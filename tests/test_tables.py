@@ -266,11 +266,11 @@ def test_explicit_classification_of_floats_or_of_too_many_classes_is_refused(tmp
 
 
 def test_the_confusion_picture_is_bounded_for_many_classes():
-    from train.loggers import board
+    from train.fit import pictures
 
     cm = torch.randint(0, 5, (400, 400))
-    image = board.confusion_image(cm, [f"c{i}" for i in range(400)])
-    assert image.shape[1] <= 40 + board.MAX_DRAWN * 28 and image.shape[2] <= 40 + 30 * 28
+    image = pictures.confusion_image(cm, [f"c{i}" for i in range(400)])
+    assert image.shape[1] <= 40 + pictures.MAX_DRAWN * 28 and image.shape[2] <= 40 + 30 * 28
 
 
 # --- untrusted input, round 3: ordinary files that trained silently wrong -----------------------

@@ -29,6 +29,7 @@ def main() -> None:
         from torch.distributed.elastic.multiprocessing.errors import record
 
         entry = record(entry)
+    config.register()  # (the schemas: a sweep's jobs in other processes get them from Hydra)
     claims = Claims().register()  # (this invocation's run dirs: Hydra's resolvers ask it)
     signals.until_training(claims.discard_unstarted)  # before the loop: 143/130, dir removed
     try:
@@ -152,8 +153,7 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], 
     """
     from train import build
     from train.fit import callbacks, loop, outcome
-    from train.loggers import board
-    from train.models import layers
+    from train.loggers import FAILED, FINISHED, STOPPED
 
     goals = check(cfg)
     ranks = distributed.ranks()
@@ -165,34 +165,50 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, overrides: list[str], 
         log.info("%s", note)
     source = claims.source(cfg.paths.runs_dir, cfg.name, cfg.resume, cfg)
     run = build.build(cfg, RunDir(run_dir), source, choices, overrides, job, model)
-    s, writer, timing, results = run.loop.settings, None, callbacks.Timing(started=started), None
+    s, timing, results = run.loop.settings, callbacks.Timing(started=started), None
     early = callbacks.EarlyStopping(s.patience, s.monitor)
     guard = callbacks.NonFiniteGuard(s.skip_nonfinite)
     deciding = [callbacks.SignalStop(run.loop.stop), early, guard]  # every rank's
     callbacks.restore(deciding, run.callback_states, run.source)  # (a resumed run's go on)
-    if ranks.main:  # (TensorBoard, the console and checkpoints: rank 0's alone)
-        writer = board.open_writer(run_dir, run.state.step if run.resumed else None)
-        if not run.resumed:
-            layers.describe(run.model, run.data.in_shape, run.dir, writer)
+    status = FAILED
     try:
+        _begin(run)
         with run.loop.stop as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, 143/130
-            cbs = _callbacks(run, deciding, writer, timing, extra or [])
-            state = loop.fit(run.loop, run.state, cbs)
+            state = loop.fit(run.loop, run.state, _callbacks(run, deciding, timing, extra or []))
             interrupted = bool(stop)  # (a signal after this lets the scoring below finish)
             if ranks.main and not stop:
                 params = outcome.hparams(run.config, choices, overrides, run_dir)
-                results = outcome.score_and_report(run, state, writer, timing.to_dict(run.device),
+                results = outcome.score_and_report(run, state, timing.to_dict(run.device),
                                                    params, guard.skipped)  # fmt: skip
+        status = STOPPED if interrupted else FINISHED
     finally:
-        if writer is not None:
-            writer.close()
+        run.loggers.finish(status, (lambda: _kept(run)) if status == FINISHED else None)
     signals.after_training()
     if stop:
         _stopped(stop, interrupted, state, run_dir)
     return outcome.conclude(run, state, results, goals, early.stopped) if ranks.main else None
 
 
-def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
+def _begin(run) -> None:
+    """Rank 0, as training starts: the loggers started (MLflow's run opened), this
+    invocation's run.json written (with where the loggers keep the run), the model's summary."""
+    from train.models import layers
+
+    if not run.ranks.main:
+        return
+    run.loggers.start(run.record, run.state.step if run.resumed else None)
+    run.record.tracking = run.loggers.ids()
+    run.dir.add_record(run.record)
+    if not run.resumed:
+        layers.describe(run.model, run.data.in_shape, run.dir, run.loggers)
+
+
+def _kept(run) -> dict[str, bytes]:
+    """What a finished run's loggers keep with it (MLflow's artifacts), by name."""
+    return run.dir.contents("checkpoints/best.pt", "summary.txt", "metrics.json")
+
+
+def _callbacks(run, deciding: list, timing, extra: list) -> list:
     """The loop's callbacks: `deciding` (every rank's), then on rank 0 what reports and saves,
     and `extra` (the other ranks train and agree, and say only what goes wrong)."""
     from train.fit import callbacks
@@ -207,9 +223,11 @@ def _callbacks(run, deciding: list, writer, timing, extra: list) -> list:
 
     return [
         *deciding,
-        callbacks.Board(writer, s.log_every_n_steps, loop.task.loss_scale),
+        callbacks.Curves(run.loggers, s.log_every_n_steps, loop.task.loss_scale),
         callbacks.Console(s.max_epochs, s.print_every_s),
-        callbacks.Checkpoints(payload, run.saver.write, run.checkpoint_every_s, writer.flush),
+        callbacks.Checkpoints(
+            payload, run.saver.write, run.checkpoint_every_s, run.loggers.flush
+        ),  # fmt: skip
         timing,
         *extra,
     ]

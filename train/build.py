@@ -33,6 +33,8 @@ class Run:
     loop: object  # train.fit.loop.Loop (its seed the run's)
     state: object  # train.fit.loop.State: where training stands (a resumed run's)
     saver: object  # train.run.checkpoint.Saver
+    loggers: object  # train.loggers.Loggers (rank 0's; none on the others)
+    record: object  # train.run.record.RunRecord: this invocation's, written as training starts
     source: Path | None  # the checkpoint resumed from
     callback_states: dict  # the callbacks' resume state by name (a resumed run's; else empty)
     eval_batch_size: int
@@ -64,6 +66,7 @@ def build(cfg: DictConfig, run: RunDir, source: Path | None, choices: dict, over
     seed = distributed.agreed(lambda: draw_seed(cfg.seed, resumed))  # seed=null: rank 0 draws
     sizes = _batch_sizes(cfg.data)
     _preflight(cfg)
+    loggers = _loggers(cfg, run, source is not None, job, ranks.main)  # (a bad store: exit 2)
     device, scaler, autocast = _machine(cfg, seed, ranks, job, run.path)
     with distributed.main_first():  # downloads and caches: written once, by rank 0
         data = targets.instantiate("data", cfg.data)
@@ -77,8 +80,7 @@ def build(cfg: DictConfig, run: RunDir, source: Path | None, choices: dict, over
             usercode.unchanged((resumed.origin or {}).get(group), origin[group], f"{group} code")
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["seed"] = seed
-    if ranks.main:
-        _record(run, config, overrides, device, data, origin)
+    record = _record(config, overrides, device, data, origin)
     saver = checkpoint.Saver(run, config, data.meta().to_dict(), choices,
                              origin)  # fmt: skip
     state = _state(saver, resumed, source, model, optimizer, scheduler, scaler)
@@ -91,7 +93,7 @@ def build(cfg: DictConfig, run: RunDir, source: Path | None, choices: dict, over
                 scheduler=scheduler, scaler=scaler, autocast=autocast, task=task, train=train,
                 val=val, settings=s, seed=seed)  # fmt: skip
     return Run(dir=run, ranks=ranks, device=device, data=data, model=model, loop=loop,
-               state=state, saver=saver, source=source,
+               state=state, saver=saver, loggers=loggers, record=record, source=source,
                callback_states=resumed.callbacks if resumed is not None else {},
                eval_batch_size=sizes[1], config=config,
                checkpoint_every_s=cfg.trainer.checkpoint_every_s,
@@ -184,13 +186,44 @@ def _probe(model, data, device, memory_format, cfg_model) -> None:
     usercode.check_forward(model, x, data.num_outputs, file, type(model).__name__)
 
 
-def _record(run: RunDir, config: dict, overrides: list[str], device, data,
-            origin: dict) -> None:  # fmt: skip
+def _record(config: dict, overrides: list[str], device, data, origin: dict):
     from train.run import record
 
-    run.add_record(record.collect(config, overrides, config["seed"], device,
-                                  config["trainer"]["deterministic"], data.fingerprint,
-                                  origin))  # fmt: skip
+    return record.collect(config, overrides, config["seed"], device,
+                          config["trainer"]["deterministic"], data.fingerprint, origin)  # fmt: skip
+
+
+def _loggers(cfg: DictConfig, run: RunDir, resumed: bool, job: int | None, main: bool):
+    """The loggers logger= picks (rank 0's: the others report nothing). MLflow's store is
+    reached now, before any data is read: one that cannot be used is exit 2 here."""
+    from train.loggers import Loggers, board, csvfile
+
+    chosen, picked = [], cfg.logger
+    if main and picked.tensorboard is not None:
+        chosen.append(board.TensorBoard(run.path, picked.tensorboard.flush_secs))
+    if main and picked.csv is not None:
+        chosen.append(csvfile.CsvFile(run, picked.csv.file))
+    if main and (m := picked.mlflow) is not None:
+        from train.loggers import tracking
+
+        previous = _tracked(run, "mlflow") if resumed else None
+        parent = m.parent_run_id
+        if parent is None and job is not None:  # (a sweep's job: its sweep's parent run)
+            parent = (tracking.sweep_parent(run.path.parent) or {}).get("run_id")
+        chosen.append(tracking.MLflow.reach(m.tracking_uri, cfg.paths.runs_dir, m.experiment,
+                                           run.path, m.run_name, previous, parent, m.retries,
+                                           m.timeout_s))  # fmt: skip
+    return Loggers(chosen)
+
+
+def _tracked(run: RunDir, logger: str) -> str | None:
+    """A resumed run's id in `logger`'s store (MLflow's run id), from its newest record."""
+    ids = [
+        rec.tracking[logger]["run_id"]
+        for rec in run.records()
+        if isinstance(rec.tracking, dict) and isinstance(rec.tracking.get(logger), dict)
+    ]
+    return ids[-1] if ids else None
 
 
 def _state(saver, resumed, source, model, optimizer, scheduler, scaler):

@@ -287,6 +287,35 @@ def objective(trial, base: list[str], space: dict, study_dir: Path, monitor: str
     return value
 
 
+PARENT_ATTR = "mlflow_parent"  # the study's MLflow parent run, kept in the study
+
+
+def _tracked_under(study, cfg) -> list[str]:
+    """With MLflow among the loggers: the study's parent run (made by the first call, its ids
+    kept in the study for its workers and later calls), for each trial to be a child of."""
+    if cfg.logger.mlflow is None:
+        return []
+    from train.loggers import tracking
+
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is None:
+        parent = tracking.parent_run(cfg.logger.mlflow, cfg.paths.runs_dir,
+                                     f"study {study.study_name}",
+                                     {"train.study": study.study_name})  # fmt: skip
+        study.set_user_attr(PARENT_ATTR, parent)
+    return [f"logger.mlflow.parent_run_id={parent['run_id']}"]
+
+
+def _end_parent(study, cfg, status: str) -> None:
+    """The study's parent run ended (by the command that started the trials, not a worker)."""
+    if cfg.logger.mlflow is not None and PARENT_ATTR in study.user_attrs \
+            and not os.environ.get(WORKER):  # fmt: skip
+        from train.loggers import tracking
+
+        m = cfg.logger.mlflow
+        tracking.tag(study.user_attrs[PARENT_ATTR], {}, status, m.retries, m.timeout_s)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM during a trial: Optuna marks the trial FAIL at once (not RUNNING until
     its heartbeat goes stale), then the command exits with the signal's code."""
@@ -319,12 +348,30 @@ def run_trial(overrides: list[str], run_dir: Path, report: Report) -> float:
 
 
 def _mark(run_dir: Path, trial, state: str, params: list[str], **more) -> None:
-    """tune.json in the trial's run dir: which study and trial it was, and how it ended."""
+    """tune.json in the trial's run dir: which study and trial it was, and how it ended; the
+    same as tags on its MLflow run, if it has one (a pruned trial's: train.trial_state)."""
     from train.run.rundir import RunDir
 
-    RunDir(run_dir).write_json("tune.json", {"study": trial.study.study_name,
-                                             "trial": trial.number, "state": state,
-                                             "params": params, **more})  # fmt: skip
+    run = RunDir(run_dir)
+    run.write_json("tune.json", {"study": trial.study.study_name, "trial": trial.number,
+                                 "state": state, "params": params, **more})  # fmt: skip
+    ids = _mlflow_ids(run)
+    if ids is not None:
+        from train.loggers import tracking
+
+        tracking.tag(ids, {"train.study": trial.study.study_name, "train.trial": trial.number,
+                           "train.trial_state": state})  # fmt: skip
+
+
+def _mlflow_ids(run) -> dict | None:
+    """The trial's MLflow run ({run_id, tracking_uri}), as its run.json recorded it."""
+    from train.errors import UserError as Refused
+
+    try:
+        tracking = run.records()[-1].tracking if any(run.path.glob("run*.json")) else None
+    except Refused:
+        return None
+    return (tracking or {}).get("mlflow")
 
 
 def run_workers(argv: list[str], s: Settings) -> None:
@@ -466,6 +513,7 @@ def main(argv: list[str]) -> None:
     monitor, mode = cfg.trainer.monitor, cfg.trainer.monitor_mode.value
     study = open_study(study_dir, s, monitor, mode)
     optuna.storages.fail_stale_trials(study)  # (a dead worker's trials: FAIL, then retried)
+    base = [*base, *_tracked_under(study, cfg)]
     try:
         if s.workers > 1 and s.n_trials > 1:
             run_workers(argv, s)
@@ -475,7 +523,9 @@ def main(argv: list[str]) -> None:
     except Interrupted as e:
         print("the study was interrupted: its trial is FAIL; the same command goes on with new "
               "trials", flush=True)  # fmt: skip
+        _end_parent(study, cfg, "KILLED")
         raise SystemExit(e.args[0] if e.args else 130) from None
+    _end_parent(study, cfg, "FINISHED")
     if not os.environ.get(WORKER):
         summarize(study, study_dir, base)
 

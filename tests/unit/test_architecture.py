@@ -214,6 +214,8 @@ OPENS_OTHER_FILES = {
     "train.export": "out=<a file of the user's>, instead of the run dir",
     "train.predict": "out=<a file of the user's>",
     "train.tune": "a study's own folder (summary.json), beside its trials' run dirs",
+    "train.loggers.tracking": "a sweep's parent run (its dir's mlflow.json), and copies of a "
+    "run's files (RunDir.contents) in a temporary folder, for MLflow to upload",
 }
 OPENING = {"open", "read_text", "write_text", "read_bytes", "write_bytes"}
 

@@ -43,6 +43,9 @@ def check(overrides: list[str], schema, primary: Path | None = None) -> None:
                             f"its options are {groups[key]}.")  # fmt: skip
         if key in groups and isinstance(value := parsed.value(), str):
             _check_option(key, value, groups[key])
+        elif key in groups and isinstance(value, list):  # (logger=[tensorboard,mlflow])
+            for one in value:
+                _check_option(key, str(one), groups[key])
 
 
 def help_text(overrides: list[str], primary: Path) -> str:

@@ -2,9 +2,10 @@
 record (its overrides), applies what the command line adds, and refuses any change that would
 make the continuation something other than that run, before anything is written.
 
-What may change: how long to train, how often to log, checkpoint or print, the device and the
-paths (train.run.resume.LOOSE). Everything else (model, data, optimizer, seed, ...) must stay as
-the run's checkpoint says, or the resume is refused in one paragraph naming each changed key.
+What may change: how long to train, how often to log, checkpoint or print, where it reports
+(logger), the device and the paths (train.run.resume.LOOSE). Everything else (model, data,
+optimizer, seed, ...) must stay as the run's checkpoint says, or the resume is refused in one
+paragraph naming each changed key.
 """
 
 from pathlib import Path
@@ -33,7 +34,8 @@ def rebuild(flags: list[str], given: list[str], where: str, compose,
     consented(stored, blob.origin, given, run, model_given)
     swapped = [f"{group}: {choices[group]!r} -> {value!r}" for group, value in
                (o.split("=", 1) for o in given if "=" in o)
-               if group in choices and str(choices[group]) != value]  # fmt: skip
+               if group in choices and group not in LOOSE
+               and str(choices[group]) != value]  # fmt: skip
     if swapped:  # another model, data set, optimizer...: refused before composing
         raise refusal(run, swapped)
     args = merged(recorded_overrides(run), given)
@@ -142,7 +144,7 @@ def refusal(run: Path, found: list[str]) -> UserError:
     shown = "; ".join(found[:20]) + (f"; and {len(found) - 20} more" if len(found) > 20 else "")
     return UserError(
         f"resume={run} would change what the run is, not only how long it trains: {shown}. A "
-        "resume may change how long to train (trainer.max_epochs, max_steps, patience), logging, "
-        "the device and paths; anything else is a new run: start one (drop resume=). Nothing "
-        "in the run dir was touched."
+        "resume may change how long to train (trainer.max_epochs, max_steps, patience), logging "
+        "(logger= too), the device and paths; anything else is a new run: start one (drop "
+        "resume=). Nothing in the run dir was touched."
     )

@@ -323,6 +323,37 @@ class TrainerConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    flush_secs: int = 10  # events reach the disk at least this often (and before checkpoints)
+
+
+@dataclass
+class MlflowLoggerConfig:
+    # null: a SQLite store under paths.runs_dir (runs/mlflow.db, artifacts in runs/mlartifacts),
+    # what `docker compose up mlflow` shows; or a team server's http(s)://host:port
+    tracking_uri: str | None = None
+    experiment: str = MISSING  # the MLflow experiment the run joins (conf: the run's name)
+    run_name: str | None = None  # null: the run dir's <name>/<time>
+    parent_run_id: str | None = None  # a run to file this one under (train.tune's study)
+    retries: int = 2  # a request the store does not answer is tried this many times more
+    timeout_s: float = 10.0  # per request; then the run goes on without MLflow, saying so
+
+
+@dataclass
+class CsvLoggerConfig:
+    file: str = "metrics.csv"  # in the run dir: one row per epoch, one column per metric
+
+
+@dataclass
+class LoggerConfig:
+    """Which loggers a run reports to (logger=[tensorboard,mlflow,csv]): those not null."""
+
+    tensorboard: TensorBoardLoggerConfig | None = None
+    mlflow: MlflowLoggerConfig | None = None
+    csv: CsvLoggerConfig | None = None
+
+
+@dataclass
 class PathsConfig:
     data_dir: str = "${oc.env:TRAIN_DATA_DIR,./data}"
     runs_dir: str = "${oc.env:TRAIN_RUNS_DIR,./runs}"
@@ -336,6 +367,7 @@ class Config:
     optim: OptimConfig = MISSING
     sched: SchedConfig | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     name: str = MISSING  # groups runs under runs/<name>/
     seed: int | None = 42
@@ -369,6 +401,9 @@ def register() -> None:
         ("optim", "adamw", AdamWConfig),
         ("sched", "step", StepLRConfig),
         ("sched", "cosine", CosineConfig),
+        ("logger", "tensorboard", TensorBoardLoggerConfig),
+        ("logger", "mlflow", MlflowLoggerConfig),
+        ("logger", "csv", CsvLoggerConfig),
     ]:
         cs.store(group=f"schema/{group}", name=name, node=node)
 

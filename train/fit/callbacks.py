@@ -2,7 +2,7 @@
 
 What decides when training ends runs on every rank, deciding alike from what the ranks agreed
 on: `SignalStop`, `EarlyStopping`, `NonFiniteGuard`. What reports or saves runs on rank 0
-only (the other ranks train and agree, and say only what goes wrong): `Console`, `Board`,
+only (the other ranks train and agree, and say only what goes wrong): `Console`, `Curves`,
 `Checkpoints`, `Timing`."""
 
 import logging
@@ -18,7 +18,6 @@ import torch
 
 from train.errors import UserError
 from train.fit.loop import Callback, Epoch, State, StopTraining
-from train.loggers import board
 from train.system.signals import StopRequest
 
 EXIT_NONFINITE = 3
@@ -179,18 +178,18 @@ class Console(Callback):
                 f"{e.speed:,.0f} samples/s{val}")  # fmt: skip
 
 
-class Board(Callback):
-    """TensorBoard: the step loss every `every_n_steps` steps, and every epoch's scalars in one
-    event (the writer flushes by time, and before each checkpoint). The curves a user opens it
-    for come first: train/ and val/; what tells how the run goes (the step loss, lr, speed,
-    epoch time) in vitals/, which sorts after them (and before viz/, the pictures)."""
+class Curves(Callback):
+    """The run's curves, to every logger (train.loggers): the step loss every `every_n_steps`
+    steps, and each epoch's scalars at once. The ones a user looks for come first: train/ and
+    val/; what tells how the run goes (the step loss, lr, speed, epoch time) in vitals/, which
+    TensorBoard sorts after them (and before viz/, the pictures)."""
 
-    def __init__(self, writer, every_n_steps: int, loss_scale: float):
-        self.writer, self.every, self.scale = writer, every_n_steps, loss_scale
+    def __init__(self, loggers, every_n_steps: int, loss_scale: float):
+        self.loggers, self.every, self.scale = loggers, every_n_steps, loss_scale
 
     def on_step_end(self, state: State, loss: float) -> None:
         if state.step % self.every == 0:
-            self.writer.add_scalar("vitals/loss_step", loss * self.scale, state.step)
+            self.loggers.scalars({"vitals/loss_step": loss * self.scale}, state.step)
 
     def on_epoch_end(self, state: State, e: Epoch) -> None:
         values = {f"{split}/{k}": v for split, metrics in e.results.items()
@@ -199,7 +198,7 @@ class Board(Callback):
         values.update({"vitals/lr": e.lr, "vitals/samples_per_s": e.speed,
                        "vitals/epoch_seconds": e.seconds,
                        "vitals/validation_share": share})  # fmt: skip
-        board.scalars(self.writer, values, state.step)
+        self.loggers.scalars(values, state.step, e.number)
 
 
 class Checkpoints(Callback):
@@ -207,8 +206,8 @@ class Checkpoints(Callback):
     once that many seconds have passed since the last write (0: every epoch), and always at
     the end of training, on a stop mid-epoch (a signal, max_steps) and before a stop for a
     non-finite loss: a kill -9 loses at most that much training. Meanwhile the best weights
-    wait in memory. best.pt is written before last.pt, and the TensorBoard writer is flushed
-    before either: whatever a checkpoint holds, its scalars are on disk too.
+    wait in memory. best.pt is written before last.pt, and the loggers are flushed before
+    either: whatever a checkpoint holds, its scalars are written too.
 
     `payload(state, copy)` makes a checkpoint's contents, `write(name, payload)` writes one."""
 

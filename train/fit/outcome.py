@@ -1,12 +1,12 @@
 """What a run leaves when training is over: the best weights scored on every split,
-metrics.json, TensorBoard's HPARAMS entry, pictures and graph, and the closing log lines (the
-final metrics, each `expect:` line, and whether the run looks under-trained)."""
+metrics.json, and for the loggers the scores, the hparams entry, pictures and graph; and the
+closing log lines (the final metrics, each `expect:` line, whether the run looks
+under-trained)."""
 
 import logging
 from pathlib import Path
 
 from train.fit import scoring
-from train.loggers import board
 from train.run import checkpoint
 from train.run.claims import swept_keys
 from train.run.metrics import Metrics
@@ -14,10 +14,10 @@ from train.run.metrics import Metrics
 log = logging.getLogger("train")
 
 
-def score_and_report(run, state, writer, timing: dict, params: dict, skipped: int) -> dict:
+def score_and_report(run, state, timing: dict, params: dict, skipped: int) -> dict:
     """Score the best weights of `run` (a train.build.Run) on every split; metrics.json (with
-    the batches `skipped` for a non-finite loss), HPARAMS (`params`), pictures. The results,
-    split -> metric -> value."""
+    the batches `skipped` for a non-finite loss), and to the run's loggers the scores, the
+    hparams (`params`), pictures and graph. The results, split -> metric -> value."""
     loop, data, s = run.loop, run.data, run.loop.settings
     _load_best(run, state)
     score_train = run.score_train or data.val is None  # (train is then the monitored)
@@ -32,11 +32,13 @@ def score_and_report(run, state, writer, timing: dict, params: dict, skipped: in
         seed=run.config["seed"], monitor=s.monitor, skipped_nonfinite=skipped,
         timing=timing, confusion_matrix=matrix)  # fmt: skip
     run.dir.write_metrics(metrics)
+    loggers = run.loggers
+    loggers.scores(results, state.step)
     curves = "val" if data.val is not None else "train"  # the metrics: the curves' last values
-    board.hparams(writer, params, [f"{curves}/{m}" for m in loop.task.metric_names], state.step)
-    scoring.pictures(writer, run.model, data, loop.task, run.device, confusion,
-                    run.num_sample_images, state.step)  # fmt: skip
-    graph(run.model, data.in_shape, writer)
+    loggers.hparams(params, [f"{curves}/{m}" for m in loop.task.metric_names], state.step)
+    scoring.pictures(loggers, run.model, data, loop.task, run.device, confusion,
+                     run.num_sample_images, state.step)  # fmt: skip
+    graph(run.model, data.in_shape, loggers)
     return results
 
 
@@ -77,19 +79,15 @@ def conclude(run, state, results: dict, goals: list[tuple[str, str, float]],
     return monitored[s.monitor]
 
 
-def graph(model, in_shape, writer) -> None:
-    """The model graph into TensorBoard (traced in eval mode: no dropout draw, no batch-norm
-    update); after training, so tracing does not delay the first step."""
-    import warnings
-
+def graph(model, in_shape, loggers) -> None:
+    """The model graph to the loggers (TensorBoard's graph: traced in eval mode, no dropout
+    draw, no batch-norm update); after training, so tracing does not delay the first step."""
     import torch
 
     param = next(model.parameters())
     model.eval()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            writer.add_graph(model, torch.zeros(1, *in_shape, device=param.device))
+        loggers.graph(model, torch.zeros(1, *in_shape, device=param.device))
     except Exception as e:  # noqa: BLE001 - a model that does not trace still trains
         log.warning("no model graph in TensorBoard (%s: %s)", type(e).__name__, e)
 

@@ -8,8 +8,8 @@ import torch
 from train.data import Data, TensorSplit
 from train.data.batches import Batches, Normalizer
 from train.fit.loop import evaluate
+from train.fit.pictures import confusion_image, sample_grid
 from train.fit.task import ClassificationMeter, Task
-from train.loggers import board
 
 SPLITS = ("train", "val", "test")
 
@@ -53,13 +53,11 @@ def undertrained(history: list[float], s, state) -> str | None:
     )
 
 
-def pictures(writer, model, data: Data, task: Task, device, confusion, count: int, step: int):
+def pictures(loggers, model, data: Data, task: Task, device, confusion, count: int, step: int):
     """The confusion matrix, a grid of sample inputs labelled predicted/true, and the grid of
-    the worst-predicted validation examples (highest loss) beside it."""
+    the worst-predicted validation examples (highest loss) beside it, to the `loggers`."""
     if confusion is not None:
-        writer.add_image(
-            "viz/confusion matrix", board.confusion_image(confusion, data.class_names), step
-        )
+        loggers.image("viz/confusion matrix", confusion_image(confusion, data.class_names), step)
     split = next(s for s in (data.test, data.val, data.train) if s is not None)
     if not (data.is_image and isinstance(split, TensorSplit) and count > 0):
         return
@@ -68,15 +66,15 @@ def pictures(writer, model, data: Data, task: Task, device, confusion, count: in
         model.eval()
         pred = task.predict(model(Normalizer(data, device)(x.to(device)))).cpu()
     names = data.class_names
-    grid = board.sample_grid(
+    grid = sample_grid(
         x.float() / data.scale, [names[i] for i in pred], [names[i] for i in split.y[:count]]
     )
-    writer.add_image("viz/samples (predicted,true)", grid, step)
+    loggers.image("viz/samples (predicted,true)", grid, step)
     held_out = data.val if isinstance(data.val, TensorSplit) else split
     idx, pred = _worst(model, data, task, device, held_out, count)
-    grid = board.sample_grid(held_out.x[idx].float() / data.scale, [names[i] for i in pred],
-                             [names[i] for i in held_out.y[idx]])  # fmt: skip
-    writer.add_image("viz/worst predictions (predicted,true)", grid, step)
+    grid = sample_grid(held_out.x[idx].float() / data.scale, [names[i] for i in pred],
+                       [names[i] for i in held_out.y[idx]])  # fmt: skip
+    loggers.image("viz/worst predictions (predicted,true)", grid, step)
 
 
 def _worst(model, data: Data, task: Task, device, split: TensorSplit, count: int):

@@ -1,20 +1,55 @@
-"""TensorBoard output: scalars, the hparams entry, and the two pictures (samples, confusion)."""
+"""TensorBoard (logger=[tensorboard], the default): scalars, pictures, the model's summary and
+graph, and the hparams entry, in the run dir's event files."""
 
-import math
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
-import torch
-from PIL import Image, ImageDraw, ImageFont
-from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from train.errors import UserError
+from train.loggers import Logger
 
 
-def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
+class TensorBoard(Logger):
+    """The run's TensorBoard event files (`flush_secs`: written at least this often)."""
+
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path, flush_secs: int = 10):
+        self.dir, self.flush_secs, self.writer = run_dir, flush_secs, None
+
+    def start(self, record, resume_step: int | None) -> None:
+        self.writer = open_writer(self.dir, resume_step, self.flush_secs)
+
+    def scalars(self, values: dict[str, float], step: int, epoch: int | None = None) -> None:
+        scalars(self.writer, values, step)
+
+    def text(self, tag: str, text: str) -> None:
+        self.writer.add_text(tag, "    " + text.replace("\n", "\n    "), 0)  # preformatted
+
+    def image(self, tag: str, image, step: int) -> None:
+        self.writer.add_image(tag, image, step)
+
+    def hparams(self, params: dict, metrics: list[str], step: int) -> None:
+        hparams(self.writer, params, metrics, step)
+
+    def graph(self, model, example) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.writer.add_graph(model, example)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def finish(self, status: str, files=None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def open_writer(run_dir: Path, resume_step: int | None, flush_secs: int = 10) -> SummaryWriter:
     """A writer for the run dir; on resume, events logged after the checkpoint's step (by the
     interrupted run) are purged, so curves continue without duplicated steps. A disk too full
     to take the event file is one paragraph (exit 2), not two threads' tracebacks."""
@@ -30,7 +65,7 @@ def open_writer(run_dir: Path, resume_step: int | None) -> SummaryWriter:
     quiet = threading.excepthook
     threading.excepthook = _writer_errors_said_once
     try:
-        return SummaryWriter(str(run_dir), flush_secs=10, **purge)  # (and before checkpoints)
+        return SummaryWriter(str(run_dir), flush_secs=flush_secs, **purge)  # (and at flush())
     except OSError as e:
         import shutil
 
@@ -88,69 +123,3 @@ def hparams(writer: SummaryWriter, params: dict, metrics: list[str], step: int) 
         writer._get_file_writer().add_summary(
             Summary(value=[Summary.Value(tag=tag, metadata=meta)]), step
         )
-
-
-def sample_grid(images: Tensor, pred: list[str], true: list[str], scale: int = 4) -> Tensor:
-    """Images (N, C, H, W in [0, 1]) with 'pred/true' under each: green right, red wrong."""
-    tiles = []
-    for img, p, t in zip(images, pred, true, strict=True):
-        img = (img.clamp(0, 1) * 255).to(torch.uint8)
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-        tile = Image.new("RGB", (max(pil.width, 48), pil.height + 14), "white")
-        tile.paste(pil, (0, 0))
-        ImageDraw.Draw(tile).text(
-            (1, pil.height + 1),
-            f"{p}/{t}"[:12],
-            font=_font(),
-            fill=(0, 128, 0) if p == t else (200, 0, 0),
-        )
-        tiles.append(torch.from_numpy(_array(tile)).permute(2, 0, 1))
-    from torchvision.utils import make_grid  # lazily: importing torchvision costs seconds
-
-    return make_grid(tiles, nrow=int(math.ceil(math.sqrt(len(tiles)))), pad_value=255)
-
-
-MAX_DRAWN = 30  # classes in the confusion picture; metrics.json keeps the whole matrix
-
-
-def confusion_image(cm: Tensor, names: list[str], cell: int = 28) -> Tensor:
-    """The confusion matrix (rows true, columns predicted) as a CHW uint8 heat map with counts;
-    beyond MAX_DRAWN classes, the MAX_DRAWN with the most examples (its size stays bounded)."""
-    title = "predicted ->"
-    if len(names) > MAX_DRAWN:
-        keep = cm.sum(1).topk(MAX_DRAWN).indices.sort().values
-        title = f"the {MAX_DRAWN} most frequent of {len(names)} classes; predicted ->"
-        cm, names = cm[keep][:, keep], [names[i] for i in keep.tolist()]
-    k = len(names)
-    margin = 40
-    img = Image.new("RGB", (margin + k * cell, margin + k * cell), "white")
-    draw = ImageDraw.Draw(img)
-    rows = cm.double() / cm.sum(1, keepdim=True).clamp_min(1)
-    for i in range(k):
-        draw.text((2, margin + i * cell + 8), names[i][:5], font=_font(), fill="black")
-        draw.text((margin + i * cell + 2, 2), names[i][:5], font=_font(), fill="black")
-        for j in range(k):
-            shade = int(255 * (1 - rows[i, j].item()))
-            x, y = margin + j * cell, margin + i * cell
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255))
-            draw.text(
-                (x + 2, y + 8),
-                str(int(cm[i, j])),
-                font=_font(),
-                fill="white" if shade < 128 else "black",
-            )
-    draw.text((margin, margin - 14), title, font=_font(), fill="gray")
-    return torch.from_numpy(_array(img)).permute(2, 0, 1)
-
-
-def _font():
-    return ImageFont.load_default()
-
-
-def _array(img: Image.Image):
-    import numpy as np
-
-    return np.asarray(img).copy()

@@ -48,10 +48,10 @@ def table(model: nn.Module, in_shape) -> str:
     return "\n".join(out)
 
 
-def describe(model: nn.Module, in_shape, run, writer) -> None:
+def describe(model: nn.Module, in_shape, run, loggers) -> None:
     """The model's summary into the log, the train.run.rundir.RunDir `run`'s summary.txt and
-    TensorBoard's TEXT tab."""
+    the loggers (TensorBoard's TEXT tab)."""
     text = table(model, in_shape)
     logging.getLogger("train").info("model:\n%s", text)
     run.write("summary.txt", text + "\n", sync=False)
-    writer.add_text("viz/model summary", "    " + text.replace("\n", "\n    "), 0)  # preformatted
+    loggers.text("viz/model summary", text)

@@ -44,6 +44,7 @@ class RunRecord(Typed):
     image: dict | None = None
     origin: dict | None = None  # a pretrained file, a user's code: file and SHA-256 (per group)
     lock: dict | None = None  # uv.lock's SHA-256: every package's pinned version and hash
+    tracking: dict | None = None  # where else the run is recorded: {"mlflow": {"run_id", ...}}
     format: int = FORMAT
 
     def to_dict(self) -> dict:
@@ -67,8 +68,8 @@ class RunRecord(Typed):
 
 
 def collect(config: dict, overrides: list[str], seed: int, device, deterministic: bool,
-            data_fingerprint: str | None = None,
-            origin: dict | None = None) -> RunRecord:  # fmt: skip
+            data_fingerprint: str | None = None, origin: dict | None = None,
+            tracking: dict | None = None) -> RunRecord:  # fmt: skip
     """This invocation's record."""
     import torch
 
@@ -102,6 +103,7 @@ def collect(config: dict, overrides: list[str], seed: int, device, deterministic
         image=container.image(),
         origin=origin,
         lock=lock_state(),
+        tracking=tracking,
     )
 
 

@@ -2,8 +2,9 @@
 the newest run of the same config. A run's records are untrusted: the overrides they hold are
 checked before anything composes them.
 
-What a continuation may change: how long to train, how often to log, checkpoint or print, the
-device and the paths (`LOOSE`); anything else is a new run (train.config.rebuild refuses it).
+What a continuation may change: how long to train, how often to log, checkpoint or print, where
+it reports (logger), the device and the paths (`LOOSE`); anything else is a new run
+(train.config.rebuild refuses it).
 """
 
 import re
@@ -13,7 +14,7 @@ from train.errors import UserError
 from train.run.rundir import RunDir
 
 # Top-level keys, and trainer keys, a continuation may change.
-LOOSE = {"resume", "paths", "name", "expect"}
+LOOSE = {"resume", "paths", "name", "expect", "logger"}
 LOOSE_TRAINER = {"max_epochs", "max_steps", "progress", "device", "log_every_n_steps",
                  "patience", "num_sample_images", "score_train", "checkpoint_every_s",
                  "print_every_s"}  # fmt: skip

@@ -67,6 +67,15 @@ class RunDir:
             )
         return [RunRecord.read(p) for p in paths]
 
+    def read(self, name: str) -> str:
+        """A text file of the run's own (metrics.csv), as it is."""
+        return (self.path / name).read_text()
+
+    def contents(self, *names: str) -> dict[str, bytes]:
+        """The named files of the run that exist, each whole (what a logger uploads)."""
+        return {name: (self.path / name).read_bytes() for name in names
+                if (self.path / name).is_file()}  # fmt: skip
+
     def metrics(self):
         """metrics.json, typed (train.run.metrics.Metrics)."""
         from train.run.metrics import Metrics
