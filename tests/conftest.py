@@ -23,10 +23,9 @@ import pytest
 from omegaconf import open_dict
 
 from bench.speed import write_idx  # (MNIST's file format: the benchmark writes it too)
-from train import app
+from train import app, config
 from train.errors import UserError
 from train.run.claims import Claims
-from train import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ import signal
 import pytest
 import torch
 from compare import assert_same, outcome
+from runs import run_dirs
 from torch import nn
 
-from runs import run_dirs
 from train import api
 from train.fit import loop
 
@@ -96,7 +96,7 @@ def test_bad_input_is_the_paragraph_as_an_exception(tmp_path):
         api.train("data=digits", "trainer.device=tpu", f"paths.runs_dir={tmp_path}")
 
 
-CELL = '''
+CELL = """
 from torch import nn
 
 
@@ -112,7 +112,7 @@ class CellNet(nn.Module):
 class Broken(CellNet):
     def forward(self, x):
         return self.fc(x)
-'''
+"""
 
 
 def test_a_class_written_in_a_notebook_cell_trains_and_its_errors_name_the_cell(tmp_path):

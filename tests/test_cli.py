@@ -4,7 +4,6 @@ message and exit code (bad input leaves nothing behind in runs/)."""
 import json
 
 import pytest
-
 from runs import events, run_dirs
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
@@ -97,8 +96,11 @@ def test_a_parallel_sweep_through_the_joblib_launcher(cli, tmp_path):
     "args, code, needles",
     [
         (["model=nope"], 2, ["'nope' is not an option of model", "cnn", "mlp", "softmax"]),
-        (["trainer.max_epoch=3"], 2, ["unknown key 'trainer.max_epoch'; did you mean "
-                                      "'trainer.max_epochs'?"]),  # fmt: skip
+        (
+            ["trainer.max_epoch=3"],
+            2,
+            ["unknown key 'trainer.max_epoch'; did you mean 'trainer.max_epochs'?"],
+        ),  # fmt: skip
         (
             ["data=digits", "trainer.device=cuda"],
             2,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from compare import assert_same, outcome
-
 from runs import run_dirs
-from train.run import checkpoint
-from train.models import course
+
 from train.data.batches import bounds, part, shard_bounds
+from train.models import course
+from train.run import checkpoint
 
 HERE = Path(__file__).resolve().parent
 # 800 training examples: a multiple of every global batch below, so no example sits out.
@@ -126,8 +126,8 @@ def test_shards_are_the_global_batches_split_between_ranks(n, b, world):
 
 
 def test_ranks_and_sweep_jobs_spread_over_the_gpus(monkeypatch):
-    from train.system import device as devices
     from train.errors import UserError
+    from train.system import device as devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

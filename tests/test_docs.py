@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from train.config import cmdline
 from train import config
-from train.config import schema
+from train.config import cmdline, schema
 from train.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

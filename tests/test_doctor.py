@@ -5,8 +5,7 @@ import os
 import pytest
 import torch
 
-from train import fetch
-from train import doctor
+from train import doctor, fetch
 from train.system import health
 
 

@@ -11,10 +11,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from train.data import FolderSplit, TensorSplit
-from train.data import sets
-from train.data import folder
-from train.data import images
+from train.data import FolderSplit, TensorSplit, folder, images, sets
 from train.errors import UserError
 from train.predict import predict_run
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from compare import assert_same, outcome
 from conftest import copy_of, trained_once
-
 from runs import run_dirs
-from train.run import checkpoint
+
 from train.errors import UserError
+from train.run import checkpoint
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
 

@@ -2,27 +2,27 @@
 metrics, TensorBoard events TensorBoard itself can read, resume, evaluation, no overwrites."""
 
 import contextlib
+import json
 import os
 import re
-import json
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from compare import assert_same, outcome
 from conftest import copy_of, trained_once
 from hydra.utils import instantiate
-
 from runs import events
-from train.run import resume
-from train.run.claims import Claims
+
 from train.data.batches import Batches, Normalizer
-from train.fit.callbacks import process_seconds
 from train.errors import UserError
 from train.evaluate import evaluate_run
+from train.fit.callbacks import process_seconds
 from train.fit.loop import evaluate
 from train.fit.task import Task
+from train.run import resume
+from train.run.claims import Claims
 
 DIGITS = ["data=digits", "optim=adam", "optim.lr=0.003", "trainer.max_epochs=3"]
 
@@ -372,8 +372,11 @@ def test_only_train_run_opens_a_runs_files(train_run, tmp_path):
         evaluate_run(run, "best", "test", "cpu")
         export_run(run, "onnx")
         predict_run(run, str(pics))
-    seen = {re.sub(r"^\.(.+)\.tmp-\d+$", r"\1", p.name) for p, _ in opened  # (atomic writes'
-            if p.resolve().is_relative_to(run.resolve())}  # temporary files, by their target)
+    seen = {
+        re.sub(r"^\.(.+)\.tmp-\d+$", r"\1", p.name)
+        for p, _ in opened  # (atomic writes'
+        if p.resolve().is_relative_to(run.resolve())
+    }  # temporary files, by their target)
     assert seen >= {"last.pt", "best.pt", "metrics.json", "run.json", "summary.txt", ".lock",
                     "metrics.csv"}  # fmt: skip
     assert _not_through_rundir(opened, run) == []

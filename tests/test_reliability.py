@@ -17,12 +17,11 @@ from compare import assert_same, outcome
 from hydra.errors import ConfigCompositionException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from runs import the_run
-from train.run import checkpoint
 
 from train.errors import UserError
 from train.fit.task import Task
+from train.run import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_EPOCHS = ["trainer.checkpoint_every_s=0",  # (the test waits for the first epoch's last.pt)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from compare import assert_same, outcome
-
 from runs import the_run
+
 from train.config import cmdline, rebuild
 
 CNN = ["data=digits", "model=cnn", "model.channels=[8]", "optim.lr=0.003",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from compare import assert_same, outcome
-
 from runs import run_dirs, the_run
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from train.data import sets
 from train import export
-from train.data import tables
+from train.data import sets, tables
 from train.data.sets import split_rows
 from train.errors import UserError
 from train.predict import predict_run

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runs import events
 
 optuna = pytest.importorskip("optuna")  # (in the lock: never skipped where the suite runs)

@@ -18,11 +18,9 @@ from conftest import copy_of, trained_once
 from PIL import Image
 from runs import run_dirs
 
-from train.run import checkpoint
-from train.run import files
-from train.run import claims
 from train.errors import UserError
 from train.predict import inert, predict_run
+from train.run import checkpoint, claims, files
 
 QUICK = ["data=digits", "trainer.max_epochs=1"]
 
@@ -318,9 +316,8 @@ def test_a_typo_in_a_key_or_a_group_option_names_the_closest_one(cli, tmp_path, 
     out = cli("modle=cnn")
     assert out.returncode == 2 and "unknown key 'modle' (in modle=...); did you mean 'model'?" \
         in out.stderr and "+modle" not in out.stderr  # fmt: skip
-    from train.config import cmdline
     from train import config
-    from train.config import schema
+    from train.config import cmdline, schema
 
     primary = Path(config.CONF_DIR) / "config.yaml"
     with pytest.raises(

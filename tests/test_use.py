@@ -11,12 +11,12 @@ import torch
 from conftest import train_in_process, write_class_table
 from hydra.utils import instantiate
 from PIL import Image
-
 from runs import events
+
 from train import export
-from train.models import layers
 from train.data.batches import Normalizer
 from train.errors import UserError
+from train.models import layers
 from train.predict import predict_run
 from train.trained import load
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from compare import assert_same, outcome
 
-from train.run import checkpoint
-from train.models import usercode
 from train.errors import UserError
 from train.evaluate import evaluate_run
 from train.export import export_run
+from train.models import usercode
 from train.predict import predict_run
+from train.run import checkpoint
 
 NET = '''
 import math
@@ -129,7 +129,7 @@ def test_resume_and_reproduce_run_your_code_only_when_you_name_it_again(mine, tm
     assert out.returncode == 0 and "match" in out.stdout, out.stdout + out.stderr
 
 
-MARKER = '''
+MARKER = """
 import pathlib
 pathlib.Path({marker!r}).write_text("the code ran")
 from torch import nn
@@ -142,7 +142,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc(x.flatten(1))
-'''
+"""
 
 
 def test_a_checkpoint_naming_code_never_runs_it_by_itself(tmp_path, train_run, cli):
@@ -200,13 +200,15 @@ def test_what_a_dataset_function_must_return_is_said(tmp_path, train_run):
     (tmp_path / "data.py").write_text("def build():\n    return [1, 2, 3]\n")
     with pytest.raises(UserError, match="must return a torch Dataset of"):
         train_run("data=custom", f"data.code={tmp_path / 'data.py'}", "data.reader=null")
-    (tmp_path / "data.py").write_text(textwrap.dedent('''
+    (tmp_path / "data.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch.utils.data import TensorDataset
         def build():
             return {"train": TensorDataset(torch.randn(50, 3), torch.randn(50, 2)),
                     "val": TensorDataset(torch.randn(10, 3), torch.randn(10, 2)), "test": None}
-    '''))
+    """)
+    )
     run = train_run("data=custom", f"data.code={tmp_path / 'data.py'}", "data.reader=null",
                     "model=linear")  # fmt: skip
     blob = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

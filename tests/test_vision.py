@@ -14,12 +14,12 @@ from compare import assert_same, outcome
 from PIL import Image
 from test_folder import digits_pngs
 
-from train.run import checkpoint
-from train.models import vision
 from train.data import folder as folder_
 from train.errors import UserError
 from train.export import export_run
+from train.models import vision
 from train.predict import predict_run
+from train.run import checkpoint
 from train.trained import load
 
 RESNET = ["model=torchvision", "model.arch=resnet18", "optim=sgd", "optim.lr=0.05"]
@@ -87,9 +87,7 @@ def test_fine_tuning_starts_from_exactly_the_file_and_a_frozen_backbone_stays_so
     assert blob.origin == record["origin"] and blob.config["model"]["arch"] == "resnet18"
 
 
-def test_the_weights_own_preparation_is_used_and_exports_and_predicts_alike(
-    tmp_path, train_run
-):
+def test_the_weights_own_preparation_is_used_and_exports_and_predicts_alike(tmp_path, train_run):
     """preprocess=auto: resize 256, crop 224, ImageNet's mean and std (not the data's), inside
     the model; predict and the ONNX file agree with PyTorch."""
     home = tmp_path / "data"

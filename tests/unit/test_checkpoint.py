@@ -4,11 +4,11 @@ else refused in one line."""
 import pytest
 import torch
 
+from train.errors import UserError
 from train.fit import callbacks
+from train.fit.loop import State
 from train.run import checkpoint
 from train.run.checkpoint import Checkpoint
-from train.errors import UserError
-from train.fit.loop import State
 
 
 def _blob(**changes) -> dict:

@@ -7,8 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from train import build
-from train import config
+from train import build, config
 
 CONF = Path(config.CONF_DIR)
 # Group options that need a value only the user can give.
@@ -126,8 +125,8 @@ def _schema_defaults(schema) -> dict:
 
 def test_the_schemas_defaults_are_the_yamls_where_both_set_one():
     """A key's default lives in one place: conf/config.yaml. Where the schema carries one too
-    (train/config/schema.py), it is the same, so reading the schema never misleads (it said 10 epochs
-    and no patience while a run got 100 and 10)."""
+    (train/config/schema.py), it is the same, so reading the schema never misleads (it said 10
+    epochs and no patience while a run got 100 and 10)."""
     from train.config import schema
 
     body = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"), resolve=False)

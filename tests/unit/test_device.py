@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from train import build
+from train.errors import UserError
 from train.run import record
 from train.system import device as devices
-from train.errors import UserError
 
 
 @pytest.fixture

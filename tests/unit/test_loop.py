@@ -6,10 +6,10 @@ import contextlib
 import pytest
 import torch
 
-from train.fit import callbacks
 from train.data.batches import Batches, Normalizer
 from train.data.sets import synthetic
 from train.errors import UserError
+from train.fit import callbacks
 from train.fit.loop import Callback, Epoch, Loop, Settings, State, StopTraining, fit
 from train.fit.task import Task
 

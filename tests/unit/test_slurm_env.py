@@ -6,10 +6,8 @@ import signal
 
 import pytest
 
-from train.system import distributed
-from train.system import signals
-from train.system import slurm
 from train.errors import UserError
+from train.system import distributed, signals, slurm
 
 SLURM_STEP = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
               "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2"}  # fmt: skip
