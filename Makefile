@@ -16,7 +16,7 @@ COMPOSE := docker compose
 
 .PHONY: volumes .env build-cuda
 .PHONY: help venv test test-slow test-docker lint lock build train train-ddp train-multinode shell evaluate data doctor \
-        tensorboard train-local tensorboard-local base-image bench bench-data bench-labs bench-tune predict export slurm-up slurm-down \
+        tensorboard mlflow train-local tensorboard-local mlflow-local base-image bench bench-data bench-labs bench-tune predict export slurm-up slurm-down \
         jupyter jupyter-local notebooks-strip bench-augment bench-startup docs docs-serve sbom
 
 help: ## List the targets
@@ -37,8 +37,8 @@ BUILD_ENV = GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null) IMAGE_CREATED=$$(date 
 # The project's images a rebuild replaced (dangling, labelled ours) are removed after it.
 PRUNE := docker image prune -f --filter label=io.train.project=train >/dev/null
 
-build: .env volumes ## Build the CPU image and the TensorBoard image
-	$(BUILD_ENV) $(COMPOSE) build train tensorboard
+build: .env volumes ## Build the CPU image and the TensorBoard and MLflow images
+	$(BUILD_ENV) $(COMPOSE) build train tensorboard mlflow
 	@$(PRUNE)
 
 build-cuda: .env volumes ## Build the CUDA image (GPU hosts; see compose.gpu.yaml)
@@ -77,6 +77,9 @@ export: .env volumes ## Export a run's model to ONNX, checked against PyTorch: m
 
 tensorboard: .env volumes ## Serve ./runs at http://127.0.0.1:6006 (its own small image; Ctrl-C stops)
 	$(COMPOSE) up tensorboard
+
+mlflow: .env volumes ## MLflow's UI on ./runs/mlflow.db at http://127.0.0.1:5000 (logger=[...,mlflow])
+	$(COMPOSE) up mlflow
 
 jupyter: .env volumes ## JupyterLab on ./notebooks at http://127.0.0.1:8888 (the token: in .env; Ctrl-C stops)
 	@echo "JupyterLab: http://127.0.0.1:8888/lab?token=$$(grep '^JUPYTER_TOKEN=' .env | cut -d= -f2)"
@@ -123,6 +126,10 @@ notebooks-strip: venv ## Strip outputs from notebooks/*.ipynb (a test refuses co
 
 tensorboard-local: venv ## Serve ./runs natively at http://127.0.0.1:6006
 	$(RUN) tensorboard --logdir runs --host 127.0.0.1 --port 6006
+
+mlflow-local: venv ## MLflow's UI natively on ./runs/mlflow.db at http://127.0.0.1:5000
+	$(RUN) mlflow server --backend-store-uri sqlite:///runs/mlflow.db \
+		--default-artifact-root runs/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
 
 test: venv ## Unit and in-process integration tests (not the slow, docker and gpu tiers)
 	$(RUN) pytest $(PYTEST_ARGS)

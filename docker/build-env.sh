@@ -2,8 +2,9 @@
 # The builder stage's work, shared by Dockerfile.cpu and Dockerfile.cuda: split the lock's
 # export into each stage's requirement files (docker/requirements.py), install /opt/venv from
 # them with their hashes checked (torch from TORCH_INDEX when it is set), and the builder-only
-# CycloneDX tool in /opt/sbom. With `tensorboard`, TensorBoard's own small environment too.
-#   docker/build-env.sh FLAVOR [tensorboard]        (in /build, beside pyproject.toml, uv.lock)
+# CycloneDX tool in /opt/sbom. With `tensorboard` and `mlflow`, each one's own small
+# environment too (/opt/tensorboard, /opt/mlflow: no torch in either).
+#   docker/build-env.sh FLAVOR [tensorboard] [mlflow]   (in /build, beside pyproject.toml, uv.lock)
 set -eu
 flavor=$1
 uv export --frozen --no-emit-project --no-dev >export.txt
@@ -24,12 +25,13 @@ fi
 uv venv --python "$(command -v python3)" /opt/sbom
 VIRTUAL_ENV=/opt/sbom uv pip install --require-hashes --no-deps -r sbom.txt
 
-if [ "${2:-}" = tensorboard ]; then
-    # No bytecode (it starts once and runs for hours; the image stays small), no test suites.
-    uv venv --python "$(command -v python3)" /opt/tensorboard
-    VIRTUAL_ENV=/opt/tensorboard UV_COMPILE_BYTECODE=0 \
-        uv pip install --require-hashes --no-deps -r tensorboard.txt
-    find /opt/tensorboard -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
+shift
+for extra in "$@"; do
+    # No bytecode (each starts once and runs for hours; the images stay small), no test suites.
+    uv venv --python "$(command -v python3)" "/opt/$extra"
+    VIRTUAL_ENV="/opt/$extra" UV_COMPILE_BYTECODE=0 \
+        uv pip install --require-hashes --no-deps -r "$extra.txt"
+    find "/opt/$extra" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
     /opt/sbom/bin/cyclonedx-py environment --output-reproducible --of JSON \
-        -o /opt/tensorboard/sbom.json /opt/tensorboard/bin/python
-fi
+        -o "/opt/$extra/sbom.json" "/opt/$extra/bin/python"
+done

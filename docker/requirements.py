@@ -11,6 +11,7 @@ notebook-export.txt the same with `--group test` and `--group notebook`. Written
   test.txt         what the tests add (pytest, hypothesis and theirs)
   notebook.txt     what JupyterLab and the notebooks add (the jupyter image)
   tensorboard.txt  TensorBoard and its dependencies alone (the TensorBoard image)
+  mlflow.txt       MLflow and its dependencies alone (the MLflow image: no torch)
   torch-pins.txt   `torch==X` and `torchvision==Y`, for installing from another index
 """
 
@@ -58,12 +59,14 @@ def main(lock_path, export_path, test_path, notebook_path, out_dir, flavor) -> N
     is_torch = [n for n in runtime if n in TORCH or n.startswith(TORCH_PREFIXES)]
     torch = [n for n in is_torch if flavor == "cuda" or n != "triton"]
     tensorboard = [n for n in sorted(closure(lock, "tensorboard")) if n in runtime]
+    mlflow = [n for n in sorted(closure(lock, "mlflow")) if n in runtime]
     files = {
         "torch.txt": [e for n in torch for e in runtime[n]],
         "rest.txt": [e for n, es in runtime.items() if n not in is_torch for e in es],
         "test.txt": [e for n, es in with_test.items() if n not in runtime for e in es],
         "notebook.txt": [e for n, es in with_notebook.items() if n not in runtime for e in es],
         "tensorboard.txt": [e for n in tensorboard for e in runtime[n]],
+        "mlflow.txt": [e for n in mlflow for e in runtime[n]],
         "torch-pins.txt": [runtime[n][0].splitlines()[0].split(" ;")[0].rstrip(" \\")
                            for n in ("torch", "torchvision")],  # fmt: skip
     }

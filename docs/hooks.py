@@ -1,5 +1,5 @@
 """MkDocs hooks: the reference pages, generated from the code at every build so they cannot go
-stale. The configuration reference comes from the typed schema (train/config.py) and the YAML
+stale. The configuration reference comes from the typed schema (train/config/schema.py) and the YAML
 under conf/ (values and their comments), the commands' reference from each command's --help."""
 
 import dataclasses
@@ -14,11 +14,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-GROUPS = ["data", "model", "optim", "sched"]  # one option each; their keys live under the group
+GROUPS = ["data", "model", "optim", "sched", "logger"]  # their keys live under the group
 PRESETS = ["experiment", "tuned", "sweep"]  # global overrides: shown as the lines they set
 CONFIG_INTRO = """# Configuration
 
-Generated at build time from the typed schema (`train/config.py`) and the YAML under `conf/`:
+Generated at build time from the typed schema (`train/config/schema.py`) and the YAML under `conf/`:
 every key, its type, its default as the YAML sets it (where the YAML and the schema differ, the
 YAML's value is the one a run gets) and its comment. `???` is a value you must give. Set any of
 them on the command line, `key=value`; choose a group's option with `group=option`.
@@ -66,9 +66,9 @@ def comments(path: Path) -> dict[str, str]:
 
 
 def schema_notes() -> dict[tuple[str, str], str]:
-    """(class, field) -> the comment on the field's line in train/config.py."""
+    """(class, field) -> the comment on the field's line in train/config/schema.py."""
     notes, cls, block = {}, None, []
-    for line in (ROOT / "train" / "config.py").read_text().splitlines():
+    for line in (ROOT / "train" / "config" / "schema.py").read_text().splitlines():
         if m := re.match(r"class (\w+)", line):
             cls, block = m[1], []
         elif m := re.match(r"    # (.*)$", line):
@@ -141,6 +141,8 @@ def option_schema(body: dict):
 def option_rows(path: Path, group: str) -> list:
     body = yaml.safe_load(path.read_text()) or {}
     schema, notes = option_schema(body), comments(path)
+    if set(body) - {"defaults"} == {path.stem}:  # (a list group's option: logger.<name>.*)
+        body, group = body[path.stem], f"{group}.{path.stem}"
     known = fields(schema) if schema else {}
     values = {k: v for k, v in flat({k: v for k, v in body.items() if k != "defaults"}).items()
               if k and not k.startswith("_")}  # fmt: skip

@@ -62,7 +62,7 @@ def project(tmp_path_factory):
         return out
 
     started = time.monotonic()
-    compose("build", "train", "tensorboard", "jupyter", timeout=3600, check=True)
+    compose("build", "train", "tensorboard", "mlflow", "jupyter", timeout=3600, check=True)
     compose("--profile", "test", "build", "train-test", timeout=3600, check=True)
     compose("--profile", "cuda", "build", "train-cuda", timeout=3600, check=True)
     print(f"\nbuilt the images in {time.monotonic() - started:.0f}s")
@@ -82,13 +82,14 @@ def inspect(tag: str) -> dict:
 
 def test_the_images_and_their_settings(project):
     sizes = {}
-    for tag in ("train:cpu", "train:cuda", "train:test", "train:tensorboard"):
+    for tag in ("train:cpu", "train:cuda", "train:test", "train:tensorboard", "train:mlflow"):
         info = inspect(tag)
         sizes[tag] = info["Size"]
         assert info["Config"]["User"] == "1000:1000"
         assert info["Config"]["Entrypoint"][:2] == ["tini", "--"]  # an init, also for docker run
     print("\nimage sizes: " + ", ".join(f"{t} {b / 1e9:.2f} GB" for t, b in sizes.items()))
     assert sizes["train:tensorboard"] < 0.5e9
+    assert sizes["train:mlflow"] < 1.5e9  # (MLflow's server and UI; no torch)
     env = dict(e.split("=", 1) for e in inspect("train:cuda")["Config"]["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
@@ -157,6 +158,7 @@ def test_train_in_the_image_writes_a_run_the_host_can_load(project):
         ("train:cuda", "/app/sbom.json"),
         ("train:jupyter", "/app/sbom.json"),
         ("train:tensorboard", "/opt/tensorboard/sbom.json"),
+        ("train:mlflow", "/opt/mlflow/sbom.json"),
     ],
 )
 def test_each_image_carries_a_cyclonedx_sbom_of_its_environment(project, tag, path):
@@ -167,8 +169,9 @@ def test_each_image_carries_a_cyclonedx_sbom_of_its_environment(project, tag, pa
     assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"].startswith("1.")
     listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
     pinned = _locked_versions()
-    if tag == "train:tensorboard":
-        assert listed["tensorboard"] == pinned["tensorboard"] and "torch" not in listed
+    if tag in ("train:tensorboard", "train:mlflow"):
+        name = tag.split(":")[1]
+        assert listed[name] == pinned[name] and "torch" not in listed
         return
     assert listed["torch"].split("+")[0] == pinned["torch"] and "cyclonedx-bom" not in listed
     assert ("jupyterlab" in listed) == (tag == "train:jupyter")
@@ -288,6 +291,55 @@ def test_tensorboard_becomes_healthy_and_lists_the_run(project):
         assert "open http://127.0.0.1:6006/" in said and "0.0.0.0" not in said, said
         seen = screenshot("http://127.0.0.1:6006/?darkMode=false#timeseries", project.home)
         assert "<tb-webapp" in seen  # the page loaded (the run's listing: /data/runs, above)
+    finally:
+        project("down", check=True)
+
+
+def healthy(project, service: str, tries: int = 90) -> str:
+    """Wait for `service`'s healthcheck; its container id."""
+    cid = project("ps", "-q", service, check=True).stdout.strip()
+    status = ""
+    for _ in range(tries):
+        status = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid],
+                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if status == "healthy":
+            return cid
+        time.sleep(2)
+    raise AssertionError(f"{service} is {status}: {project('logs', service).stdout[-3000:]}")
+
+
+def test_mlflow_shows_a_run_trained_in_the_cpu_image(project):
+    """docker compose run train ... logger=[tensorboard,mlflow], then docker compose up mlflow:
+    its UI on 127.0.0.1 only, the run and its artifacts served from the runs volume, as a
+    person sees it in headless Chromium."""
+    from mlflow.tracking import MlflowClient
+
+    project("run", "--rm", "-T", "train", "data=digits", "trainer.max_epochs=2",
+            "logger=[tensorboard,mlflow]", "name=tracked", check=True)  # fmt: skip
+    (run,) = sorted(p.parent for p in (project.home / "runs" / "tracked").rglob("metrics.json"))
+    project("up", "-d", "mlflow", check=True)
+    try:
+        cid = healthy(project, "mlflow")
+        ports = subprocess.run(["docker", "port", cid, "5000"], capture_output=True, text=True)
+        assert ports.stdout.strip().startswith("127.0.0.1:"), "published beyond this machine"
+        said = project("logs", "mlflow", check=True).stdout
+        assert "open http://127.0.0.1:5000/" in said and "0.0.0.0" not in said, said
+        client = MlflowClient("http://127.0.0.1:5000")
+        experiment = client.get_experiment_by_name("tracked")
+        (found,) = client.search_runs([experiment.experiment_id])
+        record = json.loads((run / "run.json").read_text())
+        assert found.info.run_id == record["tracking"]["mlflow"]["run_id"]
+        assert found.info.status == "FINISHED" and found.data.params["data._target_"].endswith(
+            "digits")  # fmt: skip
+        assert len(client.get_metric_history(found.info.run_id, "val/loss")) == 2
+        url = f"http://127.0.0.1:5000/api/2.0/mlflow/artifacts/list?run_id={found.info.run_id}"
+        with urllib.request.urlopen(url, timeout=10) as r:  # (served from the runs volume)
+            kept = {f["path"] for f in json.load(r)["files"]}
+        assert {"checkpoints", "summary.txt", "metrics.json", "viz"} <= kept
+        page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/" \
+            f"{found.info.run_id}"  # fmt: skip
+        seen = screenshot(page, project.home, "mlflow-run.png")
+        assert found.info.run_name in seen, seen[-2000:]  # (the run's page rendered)
     finally:
         project("down", check=True)
 
@@ -535,14 +587,14 @@ def test_code_only_change_rebuilds_without_reinstalling(project, tmp_path):
     seconds = time.monotonic() - started
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
-    print(f"\ncode-only rebuild of the CPU, TensorBoard and CUDA images: {seconds:.1f}s")
+    print(f"\ncode-only rebuild of the CPU, TensorBoard, MLflow and CUDA images: {seconds:.1f}s")
     # The dependency layers of both files (their builder's one RUN): from the cache.
     steps = {line.split()[0] for line in log.splitlines() if "sh build-env.sh" in line}
     assert len(steps) >= 2, log[-3000:]
     for step in steps:
         assert f"{step} CACHED" in log, log[-3000:]
     assert "COPY train ./train" in log
-    assert log.count("naming to docker.io/library/train:") == 3  # one build of each image
+    assert log.count("naming to docker.io/library/train:") == 4  # one build of each image
     dangling = subprocess.run(["docker", "images", "-q", "-f", "dangling=true", "-f",
                                "label=io.train.project=train"], capture_output=True,
                               text=True).stdout.split()  # fmt: skip

@@ -25,7 +25,7 @@ def stages(name: str) -> dict[str, str]:
 
 def test_each_file_has_its_images_stages():
     assert list(stages("Dockerfile.cpu")) == ["base", "builder", "runtime", "cpu", "test",
-                                              "jupyter", "tensorboard"]  # fmt: skip
+                                              "jupyter", "tensorboard", "mlflow"]  # fmt: skip
     assert list(stages("Dockerfile.cuda")) == ["base", "builder", "runtime", "cuda", "jupyter"]
 
 

@@ -60,7 +60,9 @@ def experiment_id(mlflow_client, name: str, runs_dir: str | None) -> str:
     if runs_dir is not None:
         folder = re.sub(r"[^\w.=,+-]", "_", name) or "default"
         where = (Path(runs_dir).resolve() / "mlartifacts" / folder).as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=where)
+    # (a training experiment, as MLflow's UI calls it: runs, metrics and charts, not GenAI's)
+    kind = {"mlflow.experimentKind": "custom_model_development"}
+    return mlflow_client.create_experiment(name, artifact_location=where, tags=kind)
 
 
 def unusable(uri: str, error: Exception) -> UserError:
