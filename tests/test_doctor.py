@@ -66,13 +66,13 @@ def test_shared_memory_against_workers(monkeypatch):
 def test_unwritable_dir_names_the_path_and_uid(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    c = health.writable("runs dir", blocker / "runs")
+    c = health.can_write("runs dir", blocker / "runs")
     assert (
         c.status == "fail"
         and str(blocker / "runs") in c.detail
         and f"uid {os.getuid()}" in c.detail
     )
-    assert health.writable("runs dir", tmp_path / "ok").status == "ok"
+    assert health.can_write("runs dir", tmp_path / "ok").status == "ok"
 
 
 def test_doctor_cli_exit_code(tmp_path, capsys):

@@ -19,7 +19,7 @@ from train.data.batches import Batches, Normalizer
 from train.errors import UserError
 from train.evaluate import evaluate_run
 from train.fit.callbacks import process_seconds
-from train.fit.loop import evaluate
+from train.fit.loop import measure
 from train.fit.task import Task
 from train.run import resume
 from train.run.claims import Claims
@@ -45,7 +45,7 @@ def test_checkpoint_loads_into_a_fresh_model_and_reproduces_the_logged_val_metri
     data = instantiate(blob["config"]["data"])
     cpu = torch.device("cpu")
     val = Batches(data.val, 64, Normalizer(data, cpu), cpu)
-    got = evaluate(model, val, Task("classification", 10), contextlib.nullcontext).compute()
+    got = measure(model, val, Task("classification", 10), contextlib.nullcontext).compute()
     logged = {e.step: e.value for e in events(digits_run).Scalars("val/accuracy")}
     assert got["accuracy"] == pytest.approx(logged[blob["state"]["best_step"]], abs=1e-6)
     assert json.loads((digits_run / "metrics.json").read_text())["val"][

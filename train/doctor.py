@@ -9,7 +9,7 @@ The trainer runs the cheap ones (`warnings`) at start.
 import sys
 from pathlib import Path
 
-from train.system.health import disk, gpu, shared_memory, threads, user, writable
+from train.system.health import can_write, disk, gpu, shared_memory, threads, user
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +26,8 @@ def main(argv: list[str]) -> int:
         user(),
         threads(),
         shared_memory(workers),
-        writable("data dir", Path(cfg.paths.data_dir)),
-        writable("runs dir", Path(cfg.paths.runs_dir)),
+        can_write("data dir", Path(cfg.paths.data_dir)),
+        can_write("runs dir", Path(cfg.paths.runs_dir)),
         disk(Path(cfg.paths.runs_dir)),
     ]
     for c in checks:

@@ -30,7 +30,7 @@ HEARTBEAT_S = 5  # a live trial's heartbeat; one silent for 4x this is a dead pr
 
 
 @dataclass
-class Settings:
+class Search:
     """The `tune.*` keys of the command line."""
 
     study: str = "default"
@@ -45,7 +45,7 @@ class Settings:
     storage: str | None = None  # an Optuna storage URL shared by machines (default: study.db)
 
 
-def settings_of(argv: list[str]) -> tuple[Settings, list[str]]:
+def settings_of(argv: list[str]) -> tuple[Search, list[str]]:
     """The tune.* settings, checked, and the overrides for every trial's `python -m train`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -55,7 +55,7 @@ def settings_of(argv: list[str]) -> tuple[Settings, list[str]]:
     if bad := [a for a in rest if a.startswith("-")]:
         raise UserError(f"python -m train.tune takes overrides only, not {' '.join(bad)}; the "
                         "search itself is the sweep (no -m).")  # fmt: skip
-    keys = [f"tune.{k}" for k in vars(Settings())]
+    keys = [f"tune.{k}" for k in vars(Search())]
     named = [f"tune.{m.split('=')[0]}" for m in mine]
     if unknown := [k for k in named if k not in keys]:
         near = {k: difflib.get_close_matches(k, keys, 1) for k in unknown}
@@ -63,10 +63,10 @@ def settings_of(argv: list[str]) -> tuple[Settings, list[str]]:
             f"{k}" + (f" (did you mean {near[k][0]}?)" if near[k] else "") for k in unknown)
             + f". The settings are {', '.join(keys)}.")  # fmt: skip
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Settings), OmegaConf.from_dotlist(mine))
+        merged = OmegaConf.merge(OmegaConf.structured(Search), OmegaConf.from_dotlist(mine))
     except OmegaConfBaseException as e:
         raise UserError(f"tune.{e.full_key}: {e.msg.splitlines()[0]}") from None  # (a type)
-    s = Settings(**OmegaConf.to_container(merged))
+    s = Search(**OmegaConf.to_container(merged))
     rules = [(s.pruner in PRUNERS, f"tune.pruner={s.pruner}: use one of {', '.join(PRUNERS)}"),
              (s.n_trials >= 0, f"tune.n_trials={s.n_trials}: 0 or more (0: the summary only)"),
              (s.workers >= 1, f"tune.workers={s.workers}: 1 or more"),
@@ -207,7 +207,7 @@ class Report(Callback):
         return self.pruned  # (asked after on_epoch_end set it: before the next epoch)
 
 
-def open_study(directory: Path, s: Settings, monitor: str, mode: str):
+def open_study(directory: Path, s: Search, monitor: str, mode: str):
     """The study at directory/study.db (or tune.storage), made if new, with heartbeats, the
     retry of stale trials and the configured pruner. A study keeps what it optimises: another
     trainer.monitor or monitor_mode is refused (not for the summary alone, n_trials=0)."""
@@ -237,7 +237,7 @@ def open_study(directory: Path, s: Settings, monitor: str, mode: str):
     return study
 
 
-def _storage(directory: Path, s: Settings):
+def _storage(directory: Path, s: Search):
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     return RDBStorage(s.storage or f"sqlite:///{directory / 'study.db'}",
@@ -247,7 +247,7 @@ def _storage(directory: Path, s: Settings):
                           max_retry=3))  # fmt: skip
 
 
-def _pruner(s: Settings):
+def _pruner(s: Search):
     import optuna
 
     if s.pruner == "median":
@@ -374,7 +374,7 @@ def _mlflow_ids(run) -> dict | None:
     return (tracking or {}).get("mlflow")
 
 
-def run_workers(argv: list[str], s: Settings) -> None:
+def run_workers(argv: list[str], s: Search) -> None:
     """tune.workers=K: K processes of this command on one study, the trials shared out; one
     GPU each where there are GPUs, else an equal share of the CPU cores each."""
     import torch

@@ -113,7 +113,7 @@ def train_steps(
 
 
 @torch.inference_mode()
-def evaluate(
+def measure(
     model: nn.Module, batches: Batches, task: Task, autocast: Callable[[], AbstractContextManager]
 ) -> Meter:
     """One pass over `batches` without gradients; the filled meter."""
@@ -331,7 +331,7 @@ def _end_epoch(loop: Loop, state: State, meter: Meter, samples: int, start: floa
     results = {"train": meter.compute()}  # (reading the metrics waits for the device)
     val_start = time.perf_counter()
     if loop.val is not None:
-        checked = evaluate(loop.evaluator, loop.val, loop.task, loop.autocast)
+        checked = measure(loop.evaluator, loop.val, loop.task, loop.autocast)
         checked.all_reduce()  # (each rank scored its part of the split)
         results["val"] = checked.compute()
         if not math.isfinite(results["val"]["loss"]):

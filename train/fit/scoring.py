@@ -7,7 +7,7 @@ import torch
 
 from train.data import Data, TensorSplit
 from train.data.batches import Batches, Normalizer
-from train.fit.loop import evaluate
+from train.fit.loop import measure
 from train.fit.pictures import confusion_image, sample_grid
 from train.fit.task import ClassificationMeter, Task
 
@@ -22,7 +22,7 @@ def score(model, data: Data, task: Task, device, autocast, splits=SPLITS, batch_
         split = getattr(data, name)
         if split is None:
             continue
-        meter = evaluate(model, Batches(split, batch_size, norm, device), task, autocast)
+        meter = measure(model, Batches(split, batch_size, norm, device), task, autocast)
         results[name] = meter.compute()
         if isinstance(meter, ClassificationMeter):
             confusion = meter.confusion_matrix()

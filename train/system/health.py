@@ -112,7 +112,7 @@ def shared_memory(num_workers: int) -> Check:
     return Check("/dev/shm", "ok", f"{_mb(size)} for {num_workers} DataLoader workers")
 
 
-def writable(name: str, path: Path) -> Check:
+def can_write(name: str, path: Path) -> Check:
     uid = os.getuid()
     try:
         path.mkdir(parents=True, exist_ok=True)
