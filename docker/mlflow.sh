@@ -8,5 +8,8 @@ set -eu
 url="${MLFLOW_URL:-http://127.0.0.1:5000/}"
 case "$url" in *//0.0.0.0:*) url="$(echo "$url" | sed 's/0.0.0.0/127.0.0.1/') (and this machine's address on your network)" ;; esac
 echo "MLflow /runs/mlflow.db: open $url  (Ctrl-C stops it)"
+# (uvicorn's own lines at warning: its INFO names the inside address and logs every request,
+# the healthcheck's every 5 s among them)
 exec mlflow server --backend-store-uri sqlite:////runs/mlflow.db \
-    --default-artifact-root /runs/mlartifacts --host 0.0.0.0 --port 5000 --workers 2 "$@"
+    --default-artifact-root /runs/mlartifacts --host 0.0.0.0 --port 5000 --workers 2 \
+    --uvicorn-opts "--log-level warning" "$@"
