@@ -77,16 +77,26 @@ def test_mlflow_holds_what_the_run_logged(train_run, tmp_path):
 
 def test_resume_appends_to_the_same_mlflow_run(train_run, tmp_path):
     run = train_run(*DIGITS, "trainer.max_epochs=2", MLFLOW)
+    train_run(*DIGITS, "trainer.max_epochs=3", MLFLOW, f"resume={run}")
     train_run(*DIGITS, "trainer.max_epochs=4", MLFLOW, f"resume={run}")
     client, first = _client(tmp_path / "runs"), _mlflow_run(run)
-    assert _mlflow_run(run, "run-1.json") == first  # (one MLflow run for the run)
+    assert _mlflow_run(run, "run-1.json") == _mlflow_run(run, "run-2.json") == first  # (one)
     mlrun = client.get_run(first)
     assert mlrun.info.status == "FINISHED"
-    assert "trainer.max_epochs=4" in mlrun.data.tags["train.overrides.resume-1"]
+    assert mlrun.data.tags["mlflow.source.name"] == "train.api (pytest)"  # (in process)
+    assert "trainer.max_epochs=3" in mlrun.data.tags["train.overrides.resume-1"]  # (each its
+    assert "trainer.max_epochs=4" in mlrun.data.tags["train.overrides.resume-2"]  # own)
     assert mlrun.data.params["trainer.max_epochs"] == "2"  # (params stay as the run began)
     logged = [(e.step, pytest.approx(e.value)) for e in events(run).Scalars("val/loss")]
     assert _history(client, first, "val/loss") == logged and len(logged) == 4
     assert len(client.search_runs([mlrun.info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize("bad", ["logger.mlflow.retries=-1", "logger.mlflow.timeout_s=0"])
+def test_retries_and_timeout_out_of_range_are_exit_2_before_any_work(train_run, tmp_path, bad):
+    with pytest.raises(UserError, match=r"retries is 0 or more, timeout_s a positive number"):
+        train_run(*DIGITS, MLFLOW, bad)
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
 
 
 def test_a_resume_never_sends_a_step_the_interrupted_run_sent(train_run, tmp_path):
@@ -124,8 +134,10 @@ def test_no_logger_at_all_still_leaves_the_runs_own_files(train_run):
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("uri, why", [("http://127.0.0.1:9", "Connection refused|Max retries"),
-                                      ("bogus://store", "bogus")])  # fmt: skip
+@pytest.mark.parametrize("uri, why", [
+    ("http://127.0.0.1:9", r"no server answers there \(connection refused\)"),
+    ("bogus://store", r"MLflow keeps runs in none of the kind 'bogus://' \(it knows http, https"),
+])  # fmt: skip
 def test_a_tracking_store_that_cannot_be_used_is_exit_2_before_any_work(train_run, tmp_path,
                                                                          uri, why):  # fmt: skip
     with pytest.raises(UserError, match=rf"logger.mlflow.tracking_uri={uri} cannot be used: "
@@ -146,6 +158,9 @@ def test_a_2_job_sweep_is_a_parent_run_with_two_children(cli, tmp_path):
     parent_id = json.loads((sweep / "mlflow.json").read_text())["run_id"]
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["train.sweep_dir"] == str(sweep)
+    assert "optim=sgd,adam" in parent.data.tags["train.overrides"].split()
+    # (the experiment every job names: the sweep varies neither data nor model)
+    assert client.get_experiment(parent.info.experiment_id).name == "digits_mlp"
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent_id}'")  # fmt: skip
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())

@@ -206,6 +206,10 @@ def _loggers(cfg: DictConfig, run: RunDir, resumed: bool, job: int | None, main:
     if main and (m := picked.mlflow) is not None:
         from train.loggers import tracking
 
+        if m.retries < 0 or not m.timeout_s > 0:
+            raise UserError(f"logger.mlflow.retries={m.retries} and logger.mlflow.timeout_s="
+                            f"{m.timeout_s}: retries is 0 or more, timeout_s a positive number "
+                            "of seconds (defaults 2 and 10).")  # fmt: skip
         previous = _tracked(run, "mlflow") if resumed else None
         parent = m.parent_run_id
         if parent is None and job is not None:  # (a sweep's job: its sweep's parent run)

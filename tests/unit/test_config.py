@@ -157,3 +157,28 @@ def test_a_command_s_bad_override_is_one_paragraph_that_names_it(overrides, said
     assert str(e.value).startswith(f"x: {said}"), str(e.value)
     assert "\n" not in str(e.value) and "full_key" not in str(e.value)
     assert "search path" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, said", [
+    (["logger.nope=1"], "unknown key 'logger.nope'. The loggers are ['csv', 'mlflow', "
+                        "'tensorboard']"),
+    (["logger.mlfow.retries=1"], "unknown key 'logger.mlfow'; did you mean 'logger.mlflow'?"),
+    (["logger.mlflow.tracking_uri=http://h:5000"],
+     "logger.mlflow.tracking_uri=http://h:5000: mlflow is not among this run's loggers "
+     "(logger=[tensorboard]), so its keys mean nothing here; add it: "
+     "'logger=[tensorboard,mlflow]' logger.mlflow.tracking_uri=http://h:5000"),
+    (["logger=[mlflow]", "logger.mlflow.tracking_urii=x"],
+     "unknown key 'logger.mlflow.tracking_urii'; did you mean 'logger.mlflow.tracking_uri'?"),
+    (["logger=[tensorboard,mlfow]"], "logger=mlfow: 'mlfow' is not an option of logger; did "
+                                     "you mean logger=mlflow?"),
+])  # fmt: skip
+def test_a_loggers_key_is_checked_before_hydra_sees_it(overrides, said):
+    """Hydra would answer these with a traceback (exit 1) or advice to add the key with +."""
+    from train.config import cmdline, schema
+    from train.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        cmdline.check(overrides, schema.Config, CONF / "config.yaml")
+    assert str(e.value).startswith(said), str(e.value)
+    cmdline.check(["logger=[csv,mlflow]", "logger.mlflow.retries=0", "logger.csv.file=m.csv"],
+                  schema.Config, CONF / "config.yaml")  # (what is chosen may be set)

@@ -38,6 +38,8 @@ def check(overrides: list[str], schema, primary: Path | None = None) -> None:
             raise UserError(_unknown(key, top, known))
         if top not in groups:
             _check_nested(key, schema)
+        elif top == "logger" and key != "logger":  # (the loggers' keys are typed in full)
+            _check_logger(text, key, _chosen(overrides, primary, "logger"), schema)
         if key in groups and parsed.value() is None:
             raise UserError(f"{text}: to choose no {key}, leave {key}= off the command line; "
                             f"its options are {groups[key]}.")  # fmt: skip
@@ -121,6 +123,49 @@ def _check_nested(key: str, schema) -> None:
             raise UserError(f"unknown key '{'.'.join(parts[: i + 1])}'{hint} The keys of "
                             f"{where} are {sorted(fields)}.")  # fmt: skip
         node = fields[part]
+
+
+def _chosen(overrides: list[str], primary: Path | None, group: str) -> list[str]:
+    """The options of a list group (logger) this command line picks: its last group=...
+    override, else the defaults list of `primary`."""
+    from omegaconf import OmegaConf
+
+    given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == group]
+    if given:
+        value = given[-1].strip()
+        return [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    for entry in OmegaConf.load(primary).get("defaults", []) if primary is not None else []:
+        if isinstance(entry, dict | type(OmegaConf.create())) and group in entry:
+            value = entry[group]
+            return [str(v) for v in value] if not isinstance(value, str) else [value]
+    return []
+
+
+def _check_logger(text: str, key: str, chosen: list[str], schema) -> None:
+    """logger.<name>.<key>: a logger there is, among this run's, and a key it has."""
+    import typing
+
+    loggers = {f.name: f.type for f in dataclasses.fields(schema)}["logger"]
+    kinds = {f.name: f.type for f in dataclasses.fields(loggers)}
+    name, *rest = key.split(".")[1:]
+    if name not in kinds:
+        close = difflib.get_close_matches(name, list(kinds), n=1)
+        hint = f"; did you mean 'logger.{close[0]}'?" if close else "."
+        raise UserError(f"unknown key 'logger.{name}'{hint} The loggers are {sorted(kinds)} "
+                        "(logger=[tensorboard,mlflow,csv] picks them).")  # fmt: skip
+    if name not in chosen:
+        both = ",".join([*chosen, name])
+        raise UserError(
+            f"{text}: {name} is not among this run's loggers (logger=[{','.join(chosen)}]), so "
+            f"its keys mean nothing here; add it: 'logger=[{both}]' {text}"
+        )
+    option = next(t for t in typing.get_args(kinds[name]) if dataclasses.is_dataclass(t))
+    fields = sorted(f.name for f in dataclasses.fields(option))
+    if rest and rest[0] not in fields:
+        close = difflib.get_close_matches(rest[0], fields, n=1)
+        hint = f"; did you mean 'logger.{name}.{close[0]}'?" if close else "."
+        raise UserError(f"unknown key 'logger.{name}.{rest[0]}'{hint} The keys of "
+                        f"logger.{name} are {fields}.")  # fmt: skip
 
 
 def _check_option(group: str, value: str, options: list[str]) -> None:

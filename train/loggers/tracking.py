@@ -43,10 +43,10 @@ def client(uri: str, retries: int, timeout_s: float):
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(timeout_s, 1)))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    from mlflow.tracking import MlflowClient  # (its import sets its loggers' levels: after it)
+
     for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
-
     return MlflowClient(tracking_uri=uri)
 
 
@@ -65,9 +65,19 @@ def experiment_id(mlflow_client, name: str, runs_dir: str | None) -> str:
     return mlflow_client.create_experiment(name, artifact_location=where, tags=kind)
 
 
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
 def unusable(uri: str, error: Exception) -> UserError:
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in SCHEMES:
+        why = f"MLflow keeps runs in none of the kind '{scheme}://' (it knows {', '.join(SCHEMES)})"
+    elif "Connection refused" in str(error) or "Failed to establish" in str(error):
+        why = "no server answers there (connection refused)"
+    else:
+        why = plain(error)[:400]
     return UserError(
-        f"logger.mlflow.tracking_uri={uri} cannot be used: {plain(error)[:400]}. Give a "
+        f"logger.mlflow.tracking_uri={uri} cannot be used: {why}. Give a "
         "tracking server that answers (http://host:5000), a database URI "
         "(sqlite:///path/mlflow.db), or null for the store under paths.runs_dir; or leave "
         "MLflow out (logger=[tensorboard]). Nothing was trained."
@@ -121,7 +131,7 @@ class MLflow(Logger):
         self._open_run()
         tags = {"train.run_dir": str(self.dir.resolve()),
                 "train.data_fingerprint": record.data_fingerprint or "",
-                "mlflow.source.name": "python -m train",
+                "mlflow.source.name": _source(record.command),
                 "mlflow.source.git.commit": (record.git or record.image or {}).get("commit")
                 or ""}  # fmt: skip
         overrides = " ".join(record.overrides)
@@ -214,8 +224,19 @@ def _exists(mlflow_client, run_id: str) -> bool:
 
 
 def _resumes(run_dir: Path) -> int:
-    """How many invocations the run had before this one (run.json, run-1.json, ...)."""
-    return max(len(list(run_dir.glob("run*.json"))) - 1, 1)
+    """This resume's number: the run's invocations before it (run.json, run-1.json, ...;
+    this one's record is written once its loggers have started)."""
+    return len(list(run_dir.glob("run*.json")))
+
+
+def _source(command: list[str]) -> str:
+    """What started the run, as MLflow's source: the command, or the script or kernel that
+    called train.api."""
+    if command[1:3] == ["-m", "train"] or Path(command[0]).name == "train":
+        return "python -m train"
+    caller = command[2] if command[1:2] == ["-m"] and len(command) > 2 else \
+        Path(command[1] if len(command) > 1 else command[0]).name  # fmt: skip
+    return f"train.api ({caller})"
 
 
 def _file_name(tag: str) -> str:
@@ -238,13 +259,16 @@ def flat(config: dict, prefix: str = "") -> dict[str, str]:
 # --- parents: a sweep's, a study's --------------------------------------------------------
 
 
-def parent_run(settings, runs_dir: str, name: str, tags: dict) -> dict:
-    """A new run to file others under (a sweep's, a study's), in the experiment `settings`
-    (logger.mlflow) names: {run_id, tracking_uri}. A store that cannot be used: exit 2."""
+def parent_run(settings, runs_dir: str, name: str, tags: dict,
+               experiment: str | None = None) -> dict:  # fmt: skip
+    """A new run to file others under (a sweep's, a study's), in `experiment` (else the one
+    `settings`, logger.mlflow, names): {run_id, tracking_uri}. A store that cannot be used:
+    exit 2."""
     uri = settings.tracking_uri or default_uri(runs_dir)
     try:
         mlflow_client = client(uri, settings.retries, settings.timeout_s)
-        exp = experiment_id(mlflow_client, _experiment_of(settings), _own_store(uri, runs_dir))
+        exp = experiment_id(mlflow_client, experiment or _experiment_of(settings),
+                            _own_store(uri, runs_dir))  # fmt: skip
         run = mlflow_client.create_run(exp, run_name=name, tags=tags)
     except Exception as e:  # noqa: BLE001 - any failure of the store: said, exit 2
         raise unusable(uri, e) from None
@@ -267,14 +291,23 @@ def tag(ids: dict, tags: dict, status: str | None = None, retries: int = 2,
 
 
 def _experiment_of(settings) -> str:
-    """The experiment logger.mlflow names; "sweeps" when it depends on what each job chooses
-    (the default, the run's name, in a sweep over data= or model=)."""
-    from omegaconf.errors import OmegaConfBaseException
+    """The experiment logger.mlflow names (a study's: resolved as its trials' is)."""
+    return str(settings.experiment)
 
-    try:
-        return str(settings.experiment)
-    except OmegaConfBaseException:
+
+def _sweep_experiment(config) -> str:
+    """A sweep's experiment: the one its jobs would name, when they all name the same one;
+    "sweeps" when it depends on what each job chooses (the default, the run's name, in a
+    sweep over data= or model=)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    varied = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    if varied & {"data", "model", "name", "logger.mlflow.experiment"}:
         return "sweeps"
+    HydraConfig.instance().set_config(config)  # (what ${hydra:runtime.choices...} reads)
+    return str(config.logger.mlflow.experiment)
 
 
 class SweepParent(Callback):
@@ -292,8 +325,10 @@ class SweepParent(Callback):
         if settings is None:
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        ids = parent_run(settings, str(config.paths.runs_dir), f"sweep {sweep_dir.name}",
-                         {"train.sweep_dir": str(sweep_dir)})  # fmt: skip
+        tags = {"train.sweep_dir": str(sweep_dir),
+                "train.overrides": " ".join(config.hydra.overrides.task)}  # fmt: skip
+        ids = parent_run(settings, str(config.paths.runs_dir), f"sweep {sweep_dir.name}", tags,
+                         _sweep_experiment(config))  # fmt: skip
         sweep_dir.mkdir(parents=True, exist_ok=True)
         files.write_json(sweep_dir / PARENT_FILE, ids)
 
