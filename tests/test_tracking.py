@@ -174,11 +174,13 @@ def test_a_2_job_sweep_is_a_parent_run_with_two_children(cli, tmp_path):
 
 @pytest.mark.slow
 def test_a_study_is_a_parent_run_with_a_child_per_trial(tmp_path, data_dir):
-    runs = tmp_path / "runs"
+    runs, space = tmp_path / "runs", tmp_path / "space.yaml"
+    space.write_text("optim.lr: {type: categorical, choices: [0.01, 1.0e-7]}\n")  # (one hopeless)
     out = subprocess.run(
         [sys.executable, "-m", "train.tune", *DIGITS, f"paths.runs_dir={runs}",
          f"paths.data_dir={data_dir}", "trainer.max_epochs=3", "logger=[mlflow]",
-         "tune.study=s", "tune.n_trials=4", "tune.startup_trials=1", "tune.warmup_epochs=0"],
+         "tune.study=s", "tune.n_trials=5", "tune.startup_trials=1", "tune.warmup_epochs=0",
+         f"tune.space={space}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     client = _client(runs)
@@ -186,9 +188,10 @@ def test_a_study_is_a_parent_run_with_a_child_per_trial(tmp_path, data_dir):
     (parent,) = client.search_runs(everywhere, "attributes.run_name = 'study s'")
     children = client.search_runs(everywhere, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     trials = [json.loads(p.read_text()) for p in (runs / "tune" / "s").glob("trial-*/tune.json")]
-    assert len(children) == len(trials) == 4 and parent.info.status == "FINISHED"
+    assert len(children) == len(trials) == 5 and parent.info.status == "FINISHED"
     states = {int(c.data.tags["train.trial"]): c.data.tags["train.trial_state"] for c in children}
     assert states == {t["trial"]: t["state"] for t in trials}
+    assert {"COMPLETE", "PRUNED"} <= set(states.values()), states  # (a pruned trial, tagged)
     assert all(c.data.tags["train.study"] == "s" for c in children)
 
 

@@ -290,7 +290,7 @@ def objective(trial, base: list[str], space: dict, study_dir: Path, monitor: str
 PARENT_ATTR = "mlflow_parent"  # the study's MLflow parent run, kept in the study
 
 
-def _tracked_under(study, cfg) -> list[str]:
+def _tracked_under(study, cfg, base: list[str]) -> list[str]:
     """With MLflow among the loggers: the study's parent run (made by the first call, its ids
     kept in the study for its workers and later calls), for each trial to be a child of."""
     if cfg.logger.mlflow is None:
@@ -301,9 +301,20 @@ def _tracked_under(study, cfg) -> list[str]:
     if parent is None:
         parent = tracking.parent_run(cfg.logger.mlflow, cfg.paths.runs_dir,
                                      f"study {study.study_name}",
-                                     {"train.study": study.study_name})  # fmt: skip
+                                     {"train.study": study.study_name},
+                                     _experiment(base))  # fmt: skip
         study.set_user_attr(PARENT_ATTR, parent)
     return [f"logger.mlflow.parent_run_id={parent['run_id']}"]
+
+
+def _experiment(base: list[str]) -> str:
+    """The experiment the study's trials name (the run's name by default: resolved, as a
+    trial's is, with Hydra's runtime choices)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    composed = compose(base, hydra=True)
+    HydraConfig.instance().set_config(composed)
+    return str(composed.logger.mlflow.experiment)
 
 
 def _end_parent(study, cfg, status: str) -> None:
@@ -513,7 +524,7 @@ def main(argv: list[str]) -> None:
     monitor, mode = cfg.trainer.monitor, cfg.trainer.monitor_mode.value
     study = open_study(study_dir, s, monitor, mode)
     optuna.storages.fail_stale_trials(study)  # (a dead worker's trials: FAIL, then retried)
-    base = [*base, *_tracked_under(study, cfg)]
+    base = [*base, *_tracked_under(study, cfg, base)]
     try:
         if s.workers > 1 and s.n_trials > 1:
             run_workers(argv, s)
