@@ -180,5 +180,8 @@ def test_a_loggers_key_is_checked_before_hydra_sees_it(overrides, said):
     with pytest.raises(UserError) as e:
         cmdline.check(overrides, schema.Config, CONF / "config.yaml")
     assert str(e.value).startswith(said), str(e.value)
-    cmdline.check(["logger=[csv,mlflow]", "logger.mlflow.retries=0", "logger.csv.file=m.csv"],
-                  schema.Config, CONF / "config.yaml")  # (what is chosen may be set)
+    cmdline.check(
+        ["logger=[csv,mlflow]", "logger.mlflow.retries=0", "logger.csv.file=m.csv"],
+        schema.Config,
+        CONF / "config.yaml",
+    )  # (what is chosen may be set)
