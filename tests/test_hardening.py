@@ -120,7 +120,7 @@ def test_reproduce_runs_this_installation_not_code_in_the_run_dir(finished, cli,
 
 KILLER = """
 import os, sys
-from train import checkpoint
+from train.run import checkpoint
 real = checkpoint.Saver.write
 def write(self, name, payload):
     real(self, name, payload)

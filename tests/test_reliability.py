@@ -57,7 +57,7 @@ def test_a_signal_stops_after_the_step_and_resume_is_exact(cli, tmp_path, data_d
 SAVER = """
 import sys, torch
 from pathlib import Path
-from train.checkpoint import save
+from train.run.checkpoint import save
 for i in range(1, 10**6):
     save(Path(sys.argv[1]), {"model": {"w": torch.full((1_500_000,), float(i))}})
     print(i, flush=True)

@@ -386,7 +386,8 @@ def test_a_signal_at_any_moment_of_start_up_is_one_line_and_its_exit_status(
 
 
 KILL_LATE = """import os, signal
-from train import app, outcome
+from train import app
+from train.fit import outcome
 where = "{where}"
 real = getattr(outcome, where)
 def late(*args, **kwargs):

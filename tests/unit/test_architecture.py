@@ -254,8 +254,9 @@ def test_only_train_run_opens_a_runs_files():
     """A run dir is read and written through train.run.rundir.RunDir (paths, the lock, the
     no-follow atomic writer, the typed files); what else opens files opens others
     (OPENS_OTHER_FILES). tests/test_outputs.py watches a real run's opens too."""
-    found = {m: o for m, tree in _trees().items() if _room(m) != "run"
+    trees = _trees()
+    found = {m: o for m, tree in trees.items() if _room(m) != "run"
              and m not in OPENS_OTHER_FILES and (o := _opens(tree))}  # fmt: skip
     assert not found, found
-    stale = {m for m in OPENS_OTHER_FILES if not _opens(_trees()[m])}
+    stale = {m for m in OPENS_OTHER_FILES if not _opens(trees[m])}
     assert not stale, f"no longer open files, drop them from the list: {stale}"
