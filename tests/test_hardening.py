@@ -428,7 +428,7 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
                                 text=True)  # fmt: skip
         assert finish.returncode == 0, finish.stderr[-3000:]
     (run,) = run_dirs(tmp_path / "killed")
-    whole = train_run(*args[1:-2], runs_dir=tmp_path / "whole", small=False)  # (the same)
+    whole = train_run(*args[1:-2], runs_dir=tmp_path / "whole", small=False)  # (default clock)
     assert_same(outcome(whole), outcome(run))
     assert not list(tmp_path.rglob(".*.tmp-*")), "temporary files were left behind"
     print(f"\n{kills} kills, {inside_saves} of them inside a save")
