@@ -1,9 +1,9 @@
 #!/bin/sh
 # The builder stage's work, shared by Dockerfile.cpu and Dockerfile.cuda: split the lock's
-# export into each stage's requirement files (docker/requirements.py), install /opt/venv from
-# them with their hashes checked (torch from TORCH_INDEX when it is set), and the builder-only
-# CycloneDX tool in /opt/sbom. With `tensorboard` and `mlflow`, each one's own small
-# environment too (/opt/tensorboard, /opt/mlflow: no torch in either).
+# export into each stage's requirement files (docker/requirements.py; the runtime stage installs
+# /opt/venv from them with docker/venv.sh), and the builder-only CycloneDX tool in /opt/sbom.
+# With `tensorboard` and `mlflow`, each one's own small environment too (/opt/tensorboard,
+# /opt/mlflow: no torch in either).
 #   docker/build-env.sh FLAVOR [tensorboard] [mlflow]   (in /build, beside pyproject.toml, uv.lock)
 set -eu
 flavor=$1
@@ -12,15 +12,6 @@ uv export --frozen --no-emit-project --no-dev --group test >test-export.txt
 uv export --frozen --no-emit-project --no-dev --group notebook >notebook-export.txt
 uv export --frozen --no-emit-project --no-dev --only-group sbom >sbom.txt
 python3 requirements.py uv.lock export.txt test-export.txt notebook-export.txt . "$flavor"
-
-uv venv --python "$(command -v python3)" /opt/venv
-VIRTUAL_ENV=/opt/venv uv pip install --require-hashes --no-deps -r rest.txt
-if [ -z "${TORCH_INDEX:-}" ]; then
-    VIRTUAL_ENV=/opt/venv uv pip install --require-hashes --no-deps -r torch.txt
-else
-    VIRTUAL_ENV=/opt/venv uv pip install --index-url "$TORCH_INDEX" -c rest.txt -r torch-pins.txt
-fi
-/opt/venv/bin/python -c "import torch, torchvision, torch._dynamo; print(torch.__version__)"
 
 uv venv --python "$(command -v python3)" /opt/sbom
 VIRTUAL_ENV=/opt/sbom uv pip install --require-hashes --no-deps -r sbom.txt

@@ -111,7 +111,7 @@ def test_the_runtime_images_carry_no_build_or_test_tools(project):
                               script], capture_output=True, text=True, check=True)  # fmt: skip
         assert out.stdout.strip() == want, (tag, out.stdout)
     # Every install checks the lock's hashes, but torch's from another index (README says why).
-    installs = [ln for f in DOCKERFILES + ["docker/build-env.sh"]
+    installs = [ln for f in DOCKERFILES + ["docker/build-env.sh", "docker/venv.sh"]
                 for ln in (ROOT / f).read_text().splitlines() if "pip install" in ln]  # fmt: skip
     assert installs and all("--require-hashes" in ln or '--index-url "$TORCH_INDEX"' in ln
                             or "uv==" in ln for ln in installs), installs  # fmt: skip
@@ -589,11 +589,14 @@ def test_code_only_change_rebuilds_without_reinstalling(project, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     print(f"\ncode-only rebuild of the CPU, TensorBoard, MLflow and CUDA images: {seconds:.1f}s")
-    # The dependency layers of both files (their builder's one RUN): from the cache.
-    steps = {line.split()[0] for line in log.splitlines() if "sh build-env.sh" in line}
-    assert len(steps) >= 2, log[-3000:]
-    for step in steps:
-        assert f"{step} CACHED" in log, log[-3000:]
+    # The dependency layers of both files (the builder's RUN, the runtime's venv): from the cache.
+    # (Step numbers restart in each of make's two builds: each step's next line is its own.)
+    lines = log.splitlines()
+    titles = [i for i, ln in enumerate(lines) if "sh build-env.sh" in ln or "sh /venv.sh" in ln]
+    assert len(titles) >= 4, log[-3000:]
+    for i in titles:
+        step = lines[i].split()[0]
+        assert next(ln for ln in lines[i + 1 :] if ln.startswith(step + " ")) == f"{step} CACHED"
     assert "COPY train ./train" in log
     assert log.count("naming to docker.io/library/train:") == 4  # one build of each image
     dangling = subprocess.run(["docker", "images", "-q", "-f", "dangling=true", "-f",

@@ -35,7 +35,18 @@ def test_the_shared_stages_are_the_same_text_in_both_files():
         assert cpu[name] == cuda[name], f"stage {name} differs between the two Dockerfiles"
     for name, flavor in (("Dockerfile.cpu", "cpu"), ("Dockerfile.cuda", "cuda")):
         text = (ROOT / name).read_text()
-        assert f"\nARG FLAVOR={flavor}\n" in text  # (jupyter's FROM ${FLAVOR}, the uv cache)
+        assert f"\nARG FLAVOR={flavor}\n" in text  # (jupyter's FROM ${FLAVOR}, the torch split)
+
+
+def test_the_environment_is_installed_in_the_stage_that_ships_it():
+    """Not built in the builder and copied: a copied environment is on the host's disk twice
+    (the builder's layer, kept for the cache, and the copy), 5 to 6 GB per image with PyPI's
+    torch (docs/docker.md has the measured figures)."""
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        assert "sh /venv.sh" in stages(name)["runtime"]
+        assert not re.search(r"COPY --from=builder\S* /opt/venv", (ROOT / name).read_text())
+    script = (ROOT / "docker" / "build-env.sh").read_text().splitlines()
+    assert not [line for line in script if "/opt/venv" in line and not line.startswith("#")]
 
 
 class ComposeLoader(yaml.SafeLoader):
