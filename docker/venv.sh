@@ -6,6 +6,8 @@
 # kept for the cache, and the copy), 5 to 6 GB more per image where torch comes from PyPI.
 #   TORCH_INDEX=... sh venv.sh   (uv on PATH, /build mounted, the uv cache at /root/.cache/uv)
 set -eu
+# Bytecode is compiled at install (UV_COMPILE_BYTECODE): site-packages is read-only to the
+# run-time user, and without .pyc files every start recompiles torch (seconds, each time).
 export UV_SYSTEM_CERTS=1 UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PYTHON_DOWNLOADS=never \
     UV_CACHE_DIR=/root/.cache/uv
 uv venv --python "$(command -v python3)" /opt/venv

@@ -394,12 +394,12 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     and no temporary file is left anywhere."""
     import random
 
+    epochs = 120  # (was 200): the kills end near the start here (epoch 3 after 30 kills, each
+    # restart ~4 s of start-up); the run must outlast them on a machine twice as fast too.
     args = ["trainer.checkpoint_every_s=0",  # a save every epoch: many moments to kill inside
-            "data=digits", "model.hidden=[2048,2048]", "trainer.max_epochs=120",
+            "data=digits", "model.hidden=[2048,2048]", f"trainer.max_epochs={epochs}",
             "trainer.patience=null", "trainer.log_every_n_steps=5", "trainer.progress=lines",
             f"paths.data_dir={data_dir}", f"paths.runs_dir={tmp_path / 'killed'}"]  # fmt: skip
-    # 120 epochs (was 200): the kills end near the start here (epoch 3 after 30 kills, each
-    # restart ~4 s of start-up); the run must outlast them on a machine twice as fast too.
     rng = random.Random(0)
     kills, inside_saves, done, cmd = 0, 0, False, [sys.executable, "-m", "train", *args]
     started = time.monotonic()
@@ -439,6 +439,6 @@ def test_thirty_kills_with_big_checkpoints_end_bitwise_as_one_run(tmp_path, data
     assert not list(tmp_path.rglob(".*.tmp-*")), "temporary files were left behind"
     print(
         f"\n{kills} kills, {inside_saves} of them inside a save, in {killing:.0f} s to "
-        f"epoch {reached} of 120; the whole test {time.monotonic() - started:.0f} s"
+        f"epoch {reached} of {epochs}; the whole test {time.monotonic() - started:.0f} s"
     )
     assert kills >= 30 and inside_saves >= 12, (kills, inside_saves)
